@@ -1,0 +1,101 @@
+"""EMA of the UNet weights: Lightning's ``WeightAveraging`` with diffusers' decay warm-up."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import WeightAveraging
+
+
+def ema_decay(step: int, max_decay: float, use_warmup: bool, inv_gamma: float, power: float) -> float:
+    """diffusers' ``EMAModel`` decay after ``step`` updates: 1 - (1 + step / inv_gamma) ** -power.
+
+    Capped at ``max_decay``; without warm-up the decay is ``max_decay`` from the first update.
+    """
+    if not use_warmup:
+        return max_decay
+    return min(max_decay, 1.0 - (1.0 + step / inv_gamma) ** -power)
+
+
+class EMA(WeightAveraging):
+    """Exponential moving average of the weights, updated once per optimizer step.
+
+    A thin layer over Lightning's ``WeightAveraging``, which already updates per optimizer
+    step (so gradient accumulation is right), swaps the averaged weights in for validation,
+    saves both weight sets in checkpoints (``state_dict`` holds the average, so
+    ``load_from_checkpoint`` gives the EMA model) and restores them on resume. This class adds
+    the warm-up of diffusers' ``EMAModel`` (``use_ema`` in ``train_unconditional.py``): the
+    decay starts at 0 and grows towards ``decay``, so early samples are not stuck on the
+    random initial weights.
+
+    Sampling, export and FID callbacks use the averaged weights through :func:`averaged_weights`.
+
+    Args:
+        decay: the largest decay (the peers' ``ema_max_decay``, 0.9999).
+        use_warmup: grow the decay as 1 - (1 + step / inv_gamma) ** -power.
+        inv_gamma: the warm-up's time scale.
+        power: the warm-up's exponent (3/4 as in diffusers; 2/3 suits very long runs).
+        update_every_n_steps: update after every n-th optimizer step.
+        device: where the averaged copy lives (the model's device if None; "cpu" saves GPU memory).
+    """
+
+    def __init__(
+        self,
+        decay: float = 0.9999,
+        use_warmup: bool = True,
+        inv_gamma: float = 1.0,
+        power: float = 0.75,
+        update_every_n_steps: int = 1,
+        device: str | None = None,
+    ) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}.")
+        self.decay = decay
+        self.use_warmup = use_warmup
+        self.inv_gamma = inv_gamma
+        self.power = power
+        self.update_every_n_steps = update_every_n_steps
+        super().__init__(device=device, use_buffers=True, multi_avg_fn=self._lerp_towards_current)
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        """Update after every ``update_every_n_steps``-th optimizer step, never at epoch end."""
+        return step_idx is not None and (step_idx + 1) % self.update_every_n_steps == 0
+
+    def current_decay(self, num_updates: int) -> float:
+        """The decay applied at the update after ``num_updates`` earlier ones."""
+        return ema_decay(num_updates, self.decay, self.use_warmup, self.inv_gamma, self.power)
+
+    def _lerp_towards_current(
+        self,
+        averaged: list[torch.Tensor],
+        current: list[torch.Tensor],
+        num_averaged: torch.Tensor,
+    ) -> None:
+        decay = self.current_decay(int(num_averaged))
+        floating = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
+        if floating:
+            averaged_float, current_float = zip(*floating)
+            torch._foreach_lerp_(list(averaged_float), list(current_float), 1.0 - decay)
+
+
+@contextlib.contextmanager
+def averaged_weights(trainer: Trainer, pl_module: LightningModule) -> Iterator[bool]:
+    """Sample or export with the EMA weights when the Trainer has an EMA callback.
+
+    Yields True when averaged weights were swapped in. Works with :class:`EMA` and with any of
+    Lightning's ``WeightAveraging`` callbacks (``EMAWeightAveraging`` too).
+    """
+    averaging = [cb for cb in trainer.callbacks if isinstance(cb, WeightAveraging)]
+    active = [cb for cb in averaging if getattr(cb, "_average_model", None) is not None]
+    if not active:
+        yield False
+        return
+    callback = active[0]
+    callback._swap_models(pl_module)
+    try:
+        yield True
+    finally:
+        callback._swap_models(pl_module)

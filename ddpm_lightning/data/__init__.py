@@ -1,0 +1,7 @@
+"""Datamodules: where images come from and how they reach the model."""
+
+from ddpm_lightning.data.butterflies import ButterfliesDataModule
+from ddpm_lightning.data.image_datamodule import DatasetUnavailableError, ImageDataModule
+from ddpm_lightning.data.image_decoding import CorruptImageError
+
+__all__ = ["ButterfliesDataModule", "CorruptImageError", "DatasetUnavailableError", "ImageDataModule"]

@@ -1,0 +1,261 @@
+"""``ImageDataModule``: images from the Hub, a local folder or a subclass, as [-1, 1] batches."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import datasets
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ddpm_lightning.data.image_decoding import make_decoder
+from ddpm_lightning.data.pixel_dataset import PixelDataset, collate_pixels, pixels_feature
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+
+
+class DatasetUnavailableError(RuntimeError):
+    """The dataset could not be loaded from the Hugging Face Hub."""
+
+
+class ImageDataModule(LightningDataModule):
+    """Unconditional image data for diffusion training, decoded and resized once.
+
+    Images are decoded, converted (RGBA, palette, 16-bit and grayscale all load) and resized a
+    single time by ``datasets.Dataset.map`` into a ``pixels`` column of uint8 (C, H, W) arrays.
+    Those arrays stay in the ``datasets`` cache on disk (Arrow files, memory-mapped), not in a
+    Python list: the pages are shared by every DataLoader worker and every DDP rank on a node,
+    a dataset larger than RAM still works, and the next run with the same settings reuses the
+    cache instead of decoding again. In-memory datasets (a subclass returning
+    ``Dataset.from_dict``) simply stay in memory. An epoch then only indexes uint8 arrays; the
+    random flip and the scaling to [-1, 1] run after the batch reaches the device
+    (``on_after_batch_transfer``), so a quarter of the bytes cross the bus.
+
+    Batches that leave the DataLoader are ``{"images": uint8 (B, C, H, W)}``; the batches a
+    LightningModule receives from the Trainer are ``{"images": float32 (B, C, H, W)}`` in
+    [-1, 1]. Call :meth:`on_after_batch_transfer` yourself when iterating without a Trainer.
+
+    To use another data source, subclass and override :meth:`load_dataset` to return any
+    ``datasets.Dataset`` with an image column; everything else is inherited.
+
+    Args:
+        dataset_name: a Hugging Face Hub dataset id, or ``"imagefolder"`` for a local folder.
+        data_dir: the folder of images when ``dataset_name`` is ``"imagefolder"``.
+        split: the dataset split to train on.
+        image_column: the column that holds the images.
+        image_size: the side of the square images the model sees.
+        channels: 3 for RGB; 1 keeps grayscale as a single channel.
+        center_crop: False squashes every image to a square (the tutorial); True resizes the
+            short side to ``image_size`` and crops the centre, keeping the aspect ratio.
+        random_flip: flip each training image horizontally with probability 1/2.
+        train_batch_size: images per batch on each device.
+        num_workers: DataLoader worker processes (the work per batch is small: 0-2 is plenty).
+        seed: seeds the shuffle order, the flips and the validation split.
+        val_fraction: the share of images held out for a validation loss (0 for none).
+        cache_dir: where ``datasets`` keeps downloads and decoded arrays (its default if None).
+    """
+
+    def __init__(
+        self,
+        dataset_name: str = "imagefolder",
+        data_dir: str | None = None,
+        split: str = "train",
+        image_column: str = "image",
+        image_size: int = 128,
+        channels: Literal[1, 3] = 3,
+        center_crop: bool = False,
+        random_flip: bool = True,
+        train_batch_size: int = 16,
+        num_workers: int = 0,
+        seed: int = 0,
+        val_fraction: float = 0.0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
+        if image_size < 1:
+            raise ValueError(f"image_size must be a positive number of pixels, got {image_size}.")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+        self.save_hyperparameters()
+        self.dataset_name = dataset_name
+        self.data_dir = data_dir
+        self.split = split
+        self.image_column = image_column
+        self.image_size = image_size
+        self.channels = channels
+        self.center_crop = center_crop
+        self.random_flip = random_flip
+        self.train_batch_size = train_batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.val_fraction = val_fraction
+        self.cache_dir = cache_dir
+        self.train_dataset: PixelDataset | None = None
+        self.val_dataset: PixelDataset | None = None
+        self._flip_generator = torch.Generator()
+        self._flip_epoch: int | None = None
+
+    # ----------------------------------------------------------------- the subclassing hook
+    def load_dataset(self) -> datasets.Dataset:
+        """Return the raw dataset: any ``datasets.Dataset`` with an ``image_column``.
+
+        Override this to train on another source; it is called once per node in
+        ``prepare_data`` (to download) and again on every process in ``setup``, so it should
+        be cheap the second time (``datasets`` caches downloads).
+        """
+        if self.dataset_name == "imagefolder":
+            self._check_image_folder()
+            return datasets.load_dataset(
+                "imagefolder", data_dir=self.data_dir, split=self.split, cache_dir=self.cache_dir
+            )
+        try:
+            return datasets.load_dataset(self.dataset_name, split=self.split, cache_dir=self.cache_dir)
+        except Exception as error:  # datasets raises many types for "not reachable"
+            raise DatasetUnavailableError(
+                f"Could not load the dataset {self.dataset_name!r} (split {self.split!r}) from "
+                f"the Hugging Face Hub: {type(error).__name__}: {error}\n"
+                "If you are offline or the Hub cannot be reached, train on a local folder of "
+                "images instead:\n"
+                "  in YAML:  data: {dataset_name: imagefolder, data_dir: path/to/images}\n"
+                "  or:       --data.dataset_name imagefolder --data.data_dir path/to/images"
+            ) from error
+
+    # ----------------------------------------------------------------- Lightning hooks
+    def prepare_data(self) -> None:
+        """Download once per node, and decode into the on-disk cache when there is one."""
+        dataset = self.load_dataset()
+        if dataset.cache_files:
+            self._decode(dataset)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the decoded datasets on every process (a cache hit after ``prepare_data``)."""
+        if self.train_dataset is not None:
+            return
+        decoded = self._decode(self.load_dataset())
+        if self.val_fraction > 0:
+            parts = decoded.train_test_split(test_size=self.val_fraction, seed=self.seed)
+            decoded, held_out = parts["train"], parts["test"]
+            self.val_dataset = PixelDataset(held_out, self._shape())
+        self.train_dataset = PixelDataset(decoded, self._shape())
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled batches; the order depends only on ``seed`` and the epoch (resume-safe)."""
+        dataset = self._require(self.train_dataset)
+        # A DistributedSampler even on one process: its order is a pure function of the seed
+        # and the epoch Lightning sets, so a resumed run sees the same batches as an
+        # uninterrupted one. Under DDP each rank gets its own shard.
+        sampler = DistributedSampler(
+            dataset,
+            num_replicas=self._world_size(),
+            rank=self._global_rank(),
+            shuffle=True,
+            seed=self.seed,
+        )
+        return self._loader(dataset, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        """Held-out images in a fixed order (empty when ``val_fraction`` is 0)."""
+        if self.val_dataset is None:
+            return []  # type: ignore[return-value]
+        return self._loader(self.val_dataset, sampler=None)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Flip (training only) and scale uint8 pixels to [-1, 1] on the batch's device."""
+        images = batch["images"]
+        if images.dtype != torch.uint8:
+            return batch
+        if self.random_flip and self._is_training():
+            mask = torch.rand(images.shape[0], generator=self._epoch_flip_generator()) < 0.5
+            mask = mask.to(images.device)
+            images = torch.where(mask[:, None, None, None], images.flip(-1), images)
+        return {**batch, "images": images.float().div_(127.5).sub_(1.0)}
+
+    # ----------------------------------------------------------------- helpers
+    def _decode(self, dataset: datasets.Dataset) -> datasets.Dataset:
+        if self.image_column not in dataset.column_names:
+            raise KeyError(
+                f"The dataset has no column {self.image_column!r}; its columns are "
+                f"{dataset.column_names}. Set image_column to the one that holds the images."
+            )
+        if len(dataset) == 0:
+            raise ValueError(f"The dataset {self.dataset_name!r} (split {self.split!r}) is empty.")
+        feature = dataset.features[self.image_column]
+        if isinstance(feature, datasets.Image) and feature.decode:
+            # Decode ourselves so a corrupt file can be named in the error.
+            dataset = dataset.cast_column(self.image_column, datasets.Image(decode=False))
+        size, channels = self.image_size, self.channels
+        return dataset.map(
+            make_decoder(size, channels, self.center_crop),
+            batched=True,
+            batch_size=64,
+            input_columns=[self.image_column],
+            remove_columns=dataset.column_names,
+            features=pixels_feature(channels, size),
+            desc=f"Decoding and resizing to {size}px",
+        )
+
+    def _shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.image_size, self.image_size)
+
+    def _check_image_folder(self) -> None:
+        if not self.data_dir:
+            raise ValueError(
+                "dataset_name is 'imagefolder' but no data_dir was given: set data_dir to the "
+                "folder that holds your images (or set dataset_name to a Hub dataset id)."
+            )
+        if not os.path.isdir(self.data_dir):
+            raise FileNotFoundError(
+                f"The image folder {self.data_dir!r} does not exist (resolved to "
+                f"{os.path.abspath(self.data_dir)!r}). Check data_dir."
+            )
+        for _, _, files in os.walk(self.data_dir):
+            if any(name.lower().endswith(IMAGE_EXTENSIONS) for name in files):
+                return
+        raise FileNotFoundError(
+            f"No images found in {self.data_dir!r} or its subfolders (looked for "
+            f"{', '.join(IMAGE_EXTENSIONS)}). Check data_dir."
+        )
+
+    def _loader(self, dataset: PixelDataset, sampler: DistributedSampler | None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.train_batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate_pixels,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _epoch_flip_generator(self) -> torch.Generator:
+        # Reseeded at each epoch from (seed, epoch, rank): flips are reproducible, differ
+        # between ranks, and a run resumed at an epoch boundary flips as the original did.
+        epoch = self.trainer.current_epoch if self._has_trainer() else 0
+        if self._flip_epoch != epoch:
+            self._flip_generator.manual_seed(
+                (self.seed * 1_000_003 + epoch * 1_009 + self._global_rank()) % 2**63
+            )
+            self._flip_epoch = epoch
+        return self._flip_generator
+
+    def _has_trainer(self) -> bool:
+        return getattr(self, "trainer", None) is not None
+
+    def _is_training(self) -> bool:
+        return not self._has_trainer() or bool(self.trainer.training)
+
+    def _world_size(self) -> int:
+        return self.trainer.world_size if self._has_trainer() else 1
+
+    def _global_rank(self) -> int:
+        return self.trainer.global_rank if self._has_trainer() else 0
+
+    @staticmethod
+    def _require(dataset: PixelDataset | None) -> PixelDataset:
+        if dataset is None:
+            raise RuntimeError("Call datamodule.setup() (the Trainer does) before asking for data.")
+        return dataset

@@ -1,0 +1,93 @@
+"""Turn any image file a user may have into a fixed-size uint8 array, once.
+
+Decoding and resizing are the slow part of the tutorial's pipeline; they run here a single time
+per image (inside ``datasets.Dataset.map``), so every epoch after that only indexes arrays.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+_HIGH_BIT_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+class CorruptImageError(ValueError):
+    """An image file could not be decoded."""
+
+
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """Scale 16-bit and float images to 8 bits instead of letting PIL clip them to white."""
+    if image.mode not in _HIGH_BIT_DEPTH_MODES:
+        return image
+    pixels = np.asarray(image, dtype=np.float64)
+    peak = 65535.0 if pixels.max(initial=0) > 255 else 255.0
+    if image.mode == "F" and pixels.max(initial=0) <= 1.0:
+        peak = 1.0
+    scaled = np.clip(pixels / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled, mode="L")
+
+
+def to_mode(image: Image.Image, channels: int) -> Image.Image:
+    """Convert any PIL mode (RGBA, palette, 16-bit, grayscale, CMYK) to RGB or L."""
+    image = _to_8_bit(image)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB" if channels == 3 else "L")
+
+
+def resize(image: Image.Image, image_size: int, center_crop: bool) -> Image.Image:
+    """Resize like the tutorial (squash to a square), or resize the short side and crop."""
+    if not center_crop:
+        return image.resize((image_size, image_size), Image.BILINEAR)
+    width, height = image.size
+    scale = image_size / min(width, height)
+    new_size = (max(image_size, round(width * scale)), max(image_size, round(height * scale)))
+    image = image.resize(new_size, Image.BILINEAR)
+    left = (new_size[0] - image_size) // 2
+    top = (new_size[1] - image_size) // 2
+    return image.crop((left, top, left + image_size, top + image_size))
+
+
+def open_image(value: Any) -> Image.Image:
+    """Open an ``Image(decode=False)`` cell (path and/or bytes), a PIL image, or an array.
+
+    Raises:
+        CorruptImageError: naming the file, when it cannot be decoded.
+    """
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, np.ndarray):
+        return Image.fromarray(value)
+    path = value.get("path") if isinstance(value, dict) else None
+    data = value.get("bytes") if isinstance(value, dict) else None
+    try:
+        image = Image.open(io.BytesIO(data)) if data is not None else Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        name = path or "<image bytes in the dataset>"
+        raise CorruptImageError(
+            f"Could not decode the image file {name!r}: {error}. "
+            "Remove or replace the file and run again."
+        ) from error
+    return image
+
+
+def make_decoder(
+    image_size: int, channels: int, center_crop: bool
+) -> Callable[[list[Any]], dict[str, list[np.ndarray]]]:
+    """A batched ``Dataset.map`` function: image cells in, flat uint8 (C, H, W) ``pixels`` out."""
+
+    def decode_batch(images: list[Any]) -> dict[str, list[np.ndarray]]:
+        pixels = []
+        for value in images:
+            image = resize(to_mode(open_image(value), channels), image_size, center_crop)
+            array = np.asarray(image, dtype=np.uint8).reshape(image_size, image_size, channels)
+            pixels.append(np.ascontiguousarray(array.transpose(2, 0, 1)).reshape(-1))
+        return {"pixels": pixels}
+
+    return decode_batch

@@ -1,0 +1,371 @@
+"""``DDPMModule``: the tutorial's UNet2DModel and DDPMScheduler as a LightningModule."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers.optimization import SchedulerType, get_scheduler
+from lightning.pytorch import LightningModule
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from ddpm_lightning.models.objectives import (
+    PREDICTION_TYPES,
+    PredictionType,
+    min_snr_weights,
+    training_target,
+)
+from ddpm_lightning.models.unet import (
+    TUTORIAL_BLOCK_OUT_CHANNELS,
+    build_unet,
+    check_image_size,
+    check_unet_matches_data,
+    unet_config,
+)
+from ddpm_lightning.sampling import check_sampler_name, denoise, make_sampler, to_pil, to_uint8
+from ddpm_lightning.sampling.seeds import ImageSeeds
+from ddpm_lightning.utils.atomic_export import save_pipeline_atomically
+
+BetaSchedule = Literal["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"]
+VarianceType = Literal[
+    "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"
+]
+SamplerName = Literal["ddpm", "ddim", "dpm-solver++", "unipc"]
+#: ``diffusers.optimization.get_scheduler`` names that need no extra rules.
+LR_SCHEDULERS = tuple(t.value for t in SchedulerType if t.value != "piecewise_constant")
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[Any, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"Unknown {name} {value!r}; choose one of {list(allowed)}.")
+
+
+class DDPMModule(LightningModule):
+    """Trains a ``UNet2DModel`` to denoise, exactly as the diffusers tutorial does.
+
+    Every argument is saved as a hyperparameter, so ``DDPMModule.load_from_checkpoint(path)``
+    alone rebuilds the model. The module knows nothing of callbacks or the CLI: it offers
+    :meth:`generate` and :meth:`save_pretrained`, and callbacks decide when to call them.
+
+    Args:
+        image_size: side of the square images (follows the data; linked by the CLI).
+        channels: image channels, 3 or 1 (follows the data; linked by the CLI).
+        block_out_channels: channels per UNet level; the default is the tutorial's UNet.
+        layers_per_block: ResNet layers per UNet block.
+        down_block_types: one per level; None gives the tutorial's pattern (attention one
+            level above the bottom), which is the tutorial's exact layout for six levels.
+        up_block_types: one per level; None mirrors ``down_block_types`` the tutorial's way.
+        norm_num_groups: GroupNorm groups (must divide every entry of block_out_channels).
+        unet_kwargs: any other ``UNet2DModel`` argument (dropout, attention_head_dim, ...).
+        pretrained_model_name_or_path: a diffusers pipeline folder or Hub id to start from:
+            its UNet (weights and architecture) and scheduler config replace the ones above.
+        num_train_timesteps: noise levels of the forward process.
+        beta_schedule: how the noise variance grows with the timestep.
+        beta_start: first beta of the schedule.
+        beta_end: last beta of the schedule.
+        prediction_type: what the UNet predicts: the noise, the clean sample, or v.
+        variance_type: the DDPM sampler's variance.
+        clip_sample: clip predicted clean samples to [-1, 1] while sampling.
+        scheduler_kwargs: any other ``DDPMScheduler`` argument.
+        learning_rate: AdamW learning rate (after warm-up).
+        adam_betas: AdamW betas (torch's defaults, as in the tutorial).
+        adam_weight_decay: AdamW weight decay (torch's default).
+        adam_epsilon: AdamW epsilon (torch's default).
+        lr_scheduler: a ``diffusers.optimization.get_scheduler`` name.
+        lr_warmup_steps: optimizer steps of linear warm-up.
+        max_grad_norm: clip gradients to this norm (the tutorial's 1.0) unless the Trainer's
+            ``gradient_clip_val`` is set; None disables clipping.
+        min_snr_gamma: weight the loss by min(SNR, gamma) (5.0 is usual); None for plain MSE.
+        sampler: default sampler of :meth:`generate` and ``predict``.
+        num_inference_steps: default sampler steps (the tutorial's 1000 DDPM steps).
+        seed: default seed of :meth:`generate`, the first seed of ``predict``, and the seed
+            of the fixed validation noise.
+        num_predict_images: how many images ``trainer.predict`` generates.
+        predict_batch_size: images per ``predict`` batch on each device.
+        channels_last: keep the UNet and its inputs in channels-last memory format (faster
+            convolutions with tensor cores).
+    """
+
+    def __init__(
+        self,
+        image_size: int = 128,
+        channels: int = 3,
+        block_out_channels: tuple[int, ...] = TUTORIAL_BLOCK_OUT_CHANNELS,
+        layers_per_block: int = 2,
+        down_block_types: tuple[str, ...] | None = None,
+        up_block_types: tuple[str, ...] | None = None,
+        norm_num_groups: int = 32,
+        unet_kwargs: dict[str, Any] | None = None,
+        pretrained_model_name_or_path: str | None = None,
+        num_train_timesteps: int = 1000,
+        beta_schedule: BetaSchedule = "linear",
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        prediction_type: PredictionType = "epsilon",
+        variance_type: VarianceType = "fixed_small",
+        clip_sample: bool = True,
+        scheduler_kwargs: dict[str, Any] | None = None,
+        learning_rate: float = 1e-4,
+        adam_betas: tuple[float, float] = (0.9, 0.999),
+        adam_weight_decay: float = 0.01,
+        adam_epsilon: float = 1e-8,
+        lr_scheduler: str = "cosine",
+        lr_warmup_steps: int = 500,
+        max_grad_norm: float | None = 1.0,
+        min_snr_gamma: float | None = None,
+        sampler: SamplerName = "ddpm",
+        num_inference_steps: int = 1000,
+        seed: int = 0,
+        num_predict_images: int = 16,
+        predict_batch_size: int = 16,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+        _check_choice("beta_schedule", beta_schedule, get_args(BetaSchedule))
+        _check_choice("variance_type", variance_type, get_args(VarianceType))
+        _check_choice("lr_scheduler", lr_scheduler, LR_SCHEDULERS)
+        check_sampler_name(sampler)
+        self.save_hyperparameters()
+        if pretrained_model_name_or_path:
+            self.unet, self.noise_scheduler = self._load_pretrained(pretrained_model_name_or_path)
+        else:
+            config = unet_config(
+                image_size,
+                channels,
+                block_out_channels,
+                layers_per_block,
+                down_block_types,
+                up_block_types,
+                {"norm_num_groups": norm_num_groups, **(unet_kwargs or {})},
+            )
+            check_image_size(image_size, config["block_out_channels"])
+            self.unet = build_unet(config)
+            self.noise_scheduler = DDPMScheduler(
+                num_train_timesteps=num_train_timesteps,
+                beta_schedule=beta_schedule,
+                beta_start=beta_start,
+                beta_end=beta_end,
+                prediction_type=prediction_type,
+                variance_type=variance_type,
+                clip_sample=clip_sample,
+                **(scheduler_kwargs or {}),
+            )
+        if channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+
+    # ------------------------------------------------------------------ building
+    def _load_pretrained(self, source: str) -> tuple[UNet2DModel, DDPMScheduler]:
+        hparams = self.hparams
+        try:
+            unet = UNet2DModel.from_pretrained(source, subfolder="unet")
+            scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler")
+        except (OSError, ValueError) as error:
+            raise OSError(
+                f"Could not load a diffusers pipeline from {source!r}: {error}\n"
+                "pretrained_model_name_or_path must be a pipeline folder (with model_index.json, "
+                "unet/ and scheduler/, as save_pretrained and the export command write) or a Hub "
+                "id of one that can be reached."
+            ) from error
+        check_unet_matches_data(unet, hparams.image_size, hparams.channels, source)
+        check_image_size(hparams.image_size, unet.config.block_out_channels)
+        return unet, scheduler
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the full UNet and scheduler config, so loading needs no pretrained source."""
+        hyper_parameters = checkpoint.get("hyper_parameters")
+        if hyper_parameters is not None and hyper_parameters.get("pretrained_model_name_or_path"):
+            hyper_parameters["pretrained_from"] = hyper_parameters["pretrained_model_name_or_path"]
+            hyper_parameters["pretrained_model_name_or_path"] = None
+            hyper_parameters["unet_kwargs"] = dict(self.unet.config)
+            hyper_parameters["scheduler_kwargs"] = dict(self.noise_scheduler.config)
+            for key in ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
+                        "prediction_type", "variance_type", "clip_sample"):
+                hyper_parameters[key] = self.noise_scheduler.config[key]
+                hyper_parameters["scheduler_kwargs"].pop(key, None)
+            for key in ("block_out_channels", "layers_per_block", "norm_num_groups",
+                        "down_block_types", "up_block_types"):
+                hyper_parameters[key] = self.unet.config[key]
+
+    # ------------------------------------------------------------------ training
+    def setup(self, stage: str) -> None:
+        """Fail before any training when the data's size or channels differ from the UNet's."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        for name in ("image_size", "channels"):
+            data_value = getattr(datamodule, name, None)
+            if data_value is not None and data_value != self.hparams[name]:
+                raise ValueError(
+                    f"The data has {name}={data_value} but the model was built for "
+                    f"{name}={self.hparams[name]}. Set the same {name} for both (the CLI links "
+                    "them: set it once under data)."
+                )
+
+    def diffusion_loss(
+        self, images: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """The tutorial's loss: noise the images, predict the target, mean squared error."""
+        noisy = self.noise_scheduler.add_noise(images, noise, timesteps)
+        if self.hparams.channels_last:
+            noisy = noisy.contiguous(memory_format=torch.channels_last)
+        prediction = self.unet(noisy, timesteps).sample.float()
+        prediction_type = self.noise_scheduler.config.prediction_type
+        target = training_target(self.noise_scheduler, images, noise, timesteps, prediction_type)
+        gamma = self.hparams.min_snr_gamma
+        if gamma is None:
+            return F.mse_loss(prediction, target.float())
+        per_image = F.mse_loss(prediction, target.float(), reduction="none").mean(dim=(1, 2, 3))
+        weights = min_snr_weights(self.noise_scheduler, timesteps, gamma, prediction_type)
+        return (per_image * weights).mean()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """One tutorial step: Gaussian noise, uniform int64 timesteps, MSE on the target."""
+        images = self._checked_images(batch)
+        noise = torch.randn_like(images)
+        timesteps = torch.randint(
+            0,
+            self.noise_scheduler.config.num_train_timesteps,
+            (images.shape[0],),
+            device=images.device,
+            dtype=torch.int64,
+        )
+        loss = self.diffusion_loss(images, noise, timesteps)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"The training loss became {loss.item()} at step {self.global_step} (epoch "
+                f"{self.current_epoch}, batch {batch_idx}); training stopped. Lower the learning "
+                "rate, keep gradient clipping on, or train in bf16-mixed or 32-bit precision."
+            )
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """The loss at noise and timesteps fixed by ``seed`` and the batch index.
+
+        The same images get the same noise every epoch, so ``val/loss`` is comparable
+        across epochs.
+        """
+        images = self._checked_images(batch)
+        generator = torch.Generator().manual_seed(self.hparams.seed * 100_003 + batch_idx)
+        noise = torch.randn(images.shape, generator=generator).to(images)
+        timesteps = torch.randint(
+            0, self.noise_scheduler.config.num_train_timesteps, (images.shape[0],),
+            generator=generator,
+        ).to(images.device)
+        loss = self.diffusion_loss(images, noise, timesteps)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+
+    def _checked_images(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        images = batch["images"]
+        expected = (self.hparams.channels, self.hparams.image_size, self.hparams.image_size)
+        if tuple(images.shape[1:]) != expected:
+            raise ValueError(
+                f"Got a batch of images of shape {tuple(images.shape[1:])}, but the model was "
+                f"built for {expected}: set the same image_size and channels for data and model."
+            )
+        return images
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW with a per-optimizer-step LR schedule over the Trainer's real step count."""
+        hparams = self.hparams
+        optimizer = torch.optim.AdamW(
+            self.unet.parameters(),
+            lr=hparams.learning_rate,
+            betas=tuple(hparams.adam_betas),
+            weight_decay=hparams.adam_weight_decay,
+            eps=hparams.adam_epsilon,
+            fused=self.device.type == "cuda" or None,
+        )
+        total_steps = self.trainer.estimated_stepping_batches
+        if total_steps == float("inf") and hparams.lr_scheduler not in ("constant",):
+            raise ValueError(
+                f"lr_scheduler {hparams.lr_scheduler!r} needs the number of training steps: set "
+                "max_epochs or max_steps on the Trainer (or use lr_scheduler: constant)."
+            )
+        schedule = get_scheduler(
+            hparams.lr_scheduler,
+            optimizer,
+            num_warmup_steps=hparams.lr_warmup_steps,
+            num_training_steps=int(total_steps) if total_steps != float("inf") else None,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip to ``max_grad_norm`` like the tutorial unless the Trainer sets its own."""
+        if gradient_clip_val is None and self.hparams.max_grad_norm is not None:
+            gradient_clip_val, gradient_clip_algorithm = self.hparams.max_grad_norm, "norm"
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    # ------------------------------------------------------------------ sampling
+    def generate(
+        self,
+        num_images: int = 16,
+        seed: int | None = None,
+        num_inference_steps: int | None = None,
+        sampler: str | None = None,
+        output_type: Literal["pil", "pt"] = "pil",
+    ) -> list[Image.Image] | torch.Tensor:
+        """Sample images with the current weights; the global RNG is never touched.
+
+        With the ``ddpm`` sampler this gives exactly the images of
+        ``DDPMPipeline(unet, scheduler)(num_images, generator=torch.Generator().manual_seed(seed))``.
+
+        Args:
+            num_images: how many images, sampled as one batch.
+            seed: seeds this call's own CPU generator (the module's ``seed`` if None).
+            num_inference_steps: sampler steps (the module's default if None).
+            sampler: ``ddpm``, ``ddim``, ``dpm-solver++`` or ``unipc`` (the default if None).
+            output_type: ``pil`` for PIL images, ``pt`` for a float (N, C, H, W) tensor in [0, 1].
+        """
+        generator = torch.Generator("cpu").manual_seed(self.hparams.seed if seed is None else seed)
+        images = self._sample(num_images, generator, num_inference_steps, sampler)
+        return to_pil(images) if output_type == "pil" else images
+
+    def _sample(
+        self,
+        num_images: int,
+        generator: torch.Generator | list[torch.Generator],
+        num_inference_steps: int | None,
+        sampler: str | None,
+    ) -> torch.Tensor:
+        scheduler = make_sampler(sampler or self.hparams.sampler, self.noise_scheduler.config)
+        steps = num_inference_steps or self.hparams.num_inference_steps
+        was_training = self.unet.training
+        self.unet.eval()
+        try:
+            return denoise(self.unet, scheduler, num_images, generator, steps)
+        finally:
+            self.unet.train(was_training)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Seeds for ``num_predict_images`` images; the Trainer shards them across devices."""
+        seeds = ImageSeeds(self.hparams.num_predict_images, self.hparams.seed)
+        return DataLoader(seeds, batch_size=self.hparams.predict_batch_size)
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
+        """Generate one batch, each image from its own seed: uint8 (B, C, H, W) on the CPU."""
+        generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in batch["seed"]]
+        images = self._sample(len(generators), generators, None, None)
+        return {"images": to_uint8(images).cpu(), "index": batch["index"].cpu()}
+
+    # ------------------------------------------------------------------ export
+    def to_pipeline(self) -> DDPMPipeline:
+        """The current weights as a ``DDPMPipeline`` with the training noise schedule."""
+        scheduler = DDPMScheduler.from_config(self.noise_scheduler.config)
+        return DDPMPipeline(unet=self.unet, scheduler=scheduler)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, overwrite: bool = False) -> None:
+        """Write a folder that plain ``diffusers.DDPMPipeline.from_pretrained`` loads.
+
+        Written atomically: an earlier pipeline in the folder is replaced only by a complete
+        one, and only when ``overwrite`` is True. Other files in the folder are kept.
+        """
+        save_pipeline_atomically(self.to_pipeline(), save_directory, overwrite=overwrite)

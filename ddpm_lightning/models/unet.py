@@ -1,0 +1,108 @@
+"""The tutorial's UNet2DModel, and the checks that catch a UNet/data mismatch early."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from diffusers import UNet2DModel
+
+#: The tutorial's 128 px UNet (113,673,219 parameters).
+TUTORIAL_BLOCK_OUT_CHANNELS = (128, 128, 256, 256, 512, 512)
+TUTORIAL_DOWN_BLOCK_TYPES = (
+    "DownBlock2D",
+    "DownBlock2D",
+    "DownBlock2D",
+    "DownBlock2D",
+    "AttnDownBlock2D",
+    "DownBlock2D",
+)
+TUTORIAL_UP_BLOCK_TYPES = (
+    "UpBlock2D",
+    "AttnUpBlock2D",
+    "UpBlock2D",
+    "UpBlock2D",
+    "UpBlock2D",
+    "UpBlock2D",
+)
+
+
+def default_block_types(levels: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Block types in the tutorial's pattern for any depth: attention one level above the bottom.
+
+    For 6 levels this is exactly the tutorial's layout; for 2 levels (tiny test UNets) it puts
+    attention at the lowest resolution.
+    """
+    down = ["DownBlock2D"] * levels
+    up = ["UpBlock2D"] * levels
+    if levels >= 2:
+        down[levels - 2] = "AttnDownBlock2D"
+        up[1] = "AttnUpBlock2D"
+    return tuple(down), tuple(up)
+
+
+def unet_config(
+    image_size: int,
+    channels: int,
+    block_out_channels: Sequence[int],
+    layers_per_block: int,
+    down_block_types: Sequence[str] | None,
+    up_block_types: Sequence[str] | None,
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The full ``UNet2DModel`` config: the data's size and channels, the blocks, any extras."""
+    default_down, default_up = default_block_types(len(block_out_channels))
+    config: dict[str, Any] = {
+        "sample_size": image_size,
+        "in_channels": channels,
+        "out_channels": channels,
+        "layers_per_block": layers_per_block,
+        "block_out_channels": tuple(block_out_channels),
+        "down_block_types": tuple(down_block_types or default_down),
+        "up_block_types": tuple(up_block_types or default_up),
+    }
+    config.update(extra or {})
+    levels = len(config["block_out_channels"])
+    if len(config["down_block_types"]) != levels or len(config["up_block_types"]) != levels:
+        raise ValueError(
+            f"block_out_channels has {levels} levels but down_block_types has "
+            f"{len(config['down_block_types'])} and up_block_types {len(config['up_block_types'])}"
+            ": give one block type per level (or leave both unset for the tutorial's pattern)."
+        )
+    return config
+
+
+def check_image_size(image_size: int, block_out_channels: Sequence[int]) -> None:
+    """Raise if the UNet's down-sampling cannot divide ``image_size`` evenly."""
+    factor = 2 ** (len(block_out_channels) - 1)
+    if image_size % factor:
+        lower = max(factor, image_size // factor * factor)
+        raise ValueError(
+            f"image_size {image_size} cannot go through this UNet: its {len(block_out_channels)} "
+            f"levels halve the image {len(block_out_channels) - 1} times, so the size must be a "
+            f"multiple of {factor}. Use image_size {lower} or {lower + factor}, or a UNet with "
+            "fewer levels (shorter block_out_channels)."
+        )
+
+
+def check_unet_matches_data(unet: UNet2DModel, image_size: int, channels: int, source: str) -> None:
+    """Raise if a loaded UNet was trained for another image size or channel count."""
+    config = unet.config
+    size = config.sample_size
+    if (size if isinstance(size, int) else tuple(size)) != image_size or (
+        config.in_channels != channels or config.out_channels != channels
+    ):
+        raise ValueError(
+            f"The pretrained UNet from {source!r} takes {size} px images with "
+            f"{config.in_channels} channels, but the data is {image_size} px with {channels} "
+            f"channels. Set image_size: {size} and channels: {config.in_channels} (data and "
+            "model), or start from a pipeline trained at your size."
+        )
+
+
+def build_unet(config: dict[str, Any]) -> UNet2DModel:
+    """Instantiate ``UNet2DModel``, naming the argument when diffusers rejects one."""
+    try:
+        return UNet2DModel(**config)
+    except TypeError as error:
+        raise ValueError(f"UNet2DModel rejected the config {config}: {error}") from error

@@ -1,0 +1,60 @@
+"""The reverse-diffusion loop, step for step the one in ``diffusers.DDPMPipeline``."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import torch
+from diffusers import UNet2DModel
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+
+@torch.no_grad()
+def denoise(
+    unet: UNet2DModel,
+    scheduler: SchedulerMixin,
+    num_images: int,
+    generator: torch.Generator | list[torch.Generator],
+    num_inference_steps: int,
+) -> torch.Tensor:
+    """Sample ``num_images`` images in [0, 1], shape (N, C, H, W), float32.
+
+    The noise and every scheduler step draw from ``generator`` exactly as ``DDPMPipeline``
+    does, so the same seed gives the same images here and in plain diffusers. A list of
+    generators gives each image its own stream (images then do not depend on the batch).
+    """
+    config = unet.config
+    size = config.sample_size
+    height, width = (size, size) if isinstance(size, int) else size
+    shape = (num_images, config.in_channels, height, width)
+    device = next(unet.parameters()).device
+    images = randn_tensor(shape, generator=generator, device=device, dtype=unet.dtype)
+    scheduler.set_timesteps(num_inference_steps)
+    # Not every scheduler takes a generator (UniPC is deterministic); pass it where it does.
+    takes_generator = "generator" in inspect.signature(scheduler.step).parameters
+    step_kwargs = {"generator": generator} if takes_generator else {}
+    for timestep in scheduler.timesteps:
+        model_input = scheduler.scale_model_input(images, timestep)
+        model_output = unet(model_input, timestep).sample
+        # Under autocast the UNet returns half precision; the update runs in the images' dtype.
+        images = scheduler.step(
+            model_output.to(images.dtype), timestep, images, **step_kwargs
+        ).prev_sample
+    return (images.float() / 2 + 0.5).clamp(0, 1)
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """[0, 1] (N, C, H, W) tensors to PIL images, rounded as ``DDPMPipeline`` rounds them."""
+    array = images.detach().cpu().permute(0, 2, 3, 1).numpy()
+    array = (array * 255).round().astype(np.uint8)
+    if array.shape[-1] == 1:
+        return [Image.fromarray(image[..., 0], mode="L") for image in array]
+    return [Image.fromarray(image) for image in array]
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] float images to uint8 with the same rounding as :func:`to_pil`."""
+    return (images * 255).round().to(torch.uint8)

@@ -1,0 +1,38 @@
+"""Sampler names users type, mapped to diffusers schedulers built from the training config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    UniPCMultistepScheduler,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+#: The samplers ``generate`` accepts, with the extra config each needs.
+SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
+    "ddpm": (DDPMScheduler, {}),
+    "ddim": (DDIMScheduler, {}),
+    "dpm-solver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
+    "unipc": (UniPCMultistepScheduler, {}),
+}
+
+
+def check_sampler_name(name: str) -> str:
+    """Return ``name`` if it is a known sampler, else raise a ValueError listing them."""
+    if name not in SAMPLERS:
+        raise ValueError(f"Unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}.")
+    return name
+
+
+def make_sampler(name: str, training_scheduler_config: dict[str, Any]) -> SchedulerMixin:
+    """A fresh scheduler of kind ``name`` sharing the training noise schedule.
+
+    Built from the training scheduler's config (betas, timesteps, prediction type), so a
+    model trained with v-prediction samples with v-prediction under every sampler.
+    """
+    scheduler_class, extra = SAMPLERS[check_sampler_name(name)]
+    return scheduler_class.from_config(training_scheduler_config, **extra)

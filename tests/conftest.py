@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny generated images and tiny UNets, sized for two CPU cores."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# The Hub cannot be reached from the test machines; fail fast instead of waiting on timeouts,
+# and keep every datasets cache inside the test session.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+BUTTERFLIES_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "butterflies"
+
+#: A UNet small enough to train for a few steps in well under a second on a CPU.
+TINY_UNET = {
+    "block_out_channels": (32, 64),
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_hf_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    cache = tmp_path_factory.mktemp("hf_cache")
+    os.environ["HF_DATASETS_CACHE"] = str(cache / "datasets")
+    import datasets.config
+
+    datasets.config.HF_DATASETS_CACHE = Path(os.environ["HF_DATASETS_CACHE"])
+
+
+def write_images(folder: Path, count: int, seed: int = 0, sizes: tuple = ((40, 30), (24, 50))) -> Path:
+    """Write ``count`` random RGB PNGs of the given (odd) sizes into ``folder``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        width, height = sizes[index % len(sizes)]
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"image_{index:03d}.png")
+    return folder
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """Twelve random RGB PNGs of two odd sizes."""
+    return write_images(tmp_path / "images", 12)
+
+
+@pytest.fixture
+def tiny_model_kwargs() -> dict:
+    """DDPMModule arguments for a tiny 16 px UNet that samples in 3 steps."""
+    return {"image_size": 16, **TINY_UNET, "num_inference_steps": 3, "lr_warmup_steps": 2}
