@@ -350,10 +350,23 @@ class DDPMModule(LightningModule):
         seeds = ImageSeeds(self.hparams.num_predict_images, self.hparams.seed)
         return DataLoader(seeds, batch_size=self.hparams.predict_batch_size)
 
+    def generate_from_seeds(
+        self,
+        seeds: list[int],
+        num_inference_steps: int | None = None,
+        sampler: str | None = None,
+    ) -> torch.Tensor:
+        """One image per seed, float (N, C, H, W) in [0, 1] on the module's device.
+
+        Image ``i`` depends only on ``seeds[i]``, not on the batch it is sampled in: this is
+        what lets ``predict`` and the FID callback split generation across ranks.
+        """
+        generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
+        return self._sample(len(generators), generators, num_inference_steps, sampler)
+
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
         """Generate one batch, each image from its own seed: uint8 (B, C, H, W) on the CPU."""
-        generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in batch["seed"]]
-        images = self._sample(len(generators), generators, None, None)
+        images = self.generate_from_seeds(batch["seed"].tolist())
         return {"images": to_uint8(images).cpu(), "index": batch["index"].cpu()}
 
     # ------------------------------------------------------------------ export
