@@ -59,6 +59,18 @@ class EMA(WeightAveraging):
         self.power = power
         self.update_every_n_steps = update_every_n_steps
         super().__init__(device=device, use_buffers=True, multi_avg_fn=self._lerp_towards_current)
+        # True while Lightning has swapped the averaged weights into the module (validation).
+        self.average_in_module = False
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Start each fit with the module's own weights in place."""
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit":
+            self.average_in_module = False
+
+    def _swap_models(self, pl_module: LightningModule) -> None:
+        super()._swap_models(pl_module)
+        self.average_in_module = not self.average_in_module
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         """Update after every ``update_every_n_steps``-th optimizer step, never at epoch end."""
@@ -85,8 +97,10 @@ class EMA(WeightAveraging):
 def averaged_weights(trainer: Trainer, pl_module: LightningModule) -> Iterator[bool]:
     """Sample or export with the EMA weights when the Trainer has an EMA callback.
 
-    Yields True when averaged weights were swapped in. Works with :class:`EMA` and with any of
-    Lightning's ``WeightAveraging`` callbacks (``EMAWeightAveraging`` too).
+    Yields True when the module holds the averaged weights inside the block. Works with
+    :class:`EMA` and with any of Lightning's ``WeightAveraging`` callbacks
+    (``EMAWeightAveraging`` too); only :class:`EMA` knows when validation has already swapped
+    the averaged weights in, so only it is safe to use from validation hooks.
     """
     averaging = [cb for cb in trainer.callbacks if isinstance(cb, WeightAveraging)]
     active = [cb for cb in averaging if getattr(cb, "_average_model", None) is not None]
@@ -94,6 +108,10 @@ def averaged_weights(trainer: Trainer, pl_module: LightningModule) -> Iterator[b
         yield False
         return
     callback = active[0]
+    if getattr(callback, "average_in_module", False):
+        # Inside validation the averaged weights are already in place: swapping would undo it.
+        yield True
+        return
     callback._swap_models(pl_module)
     try:
         yield True

@@ -1,0 +1,73 @@
+"""``PipelineExportCallback``: the diffusers pipeline folder, written atomically during fit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from ddpm_lightning.callbacks.ema import averaged_weights
+from ddpm_lightning.callbacks.epoch_schedule import is_due
+from ddpm_lightning.callbacks.output_guard import refuse_to_overwrite
+from ddpm_lightning.utils.atomic_export import PIPELINE_MARKER
+
+#: Called on global rank zero after each export with (trainer, folder, epoch).
+ExportListener = Callable[[Trainer, Path, int], None]
+
+
+class PipelineExportCallback(Callback):
+    """Every ``save_model_epochs`` epochs and after the last, save a ``DDPMPipeline`` folder.
+
+    The folder is ``output_dir`` itself, as in the tutorial, so ``DDPMPipeline.from_pretrained
+    (output_dir)`` loads it. The weights are the EMA ones when an EMA callback is present. Each
+    save goes to a staging folder first and replaces the previous pipeline only once complete
+    (see ``save_pipeline_atomically``); samples and logs in ``output_dir`` are left alone.
+    Only global rank zero writes; the others wait at a barrier (a save takes seconds).
+
+    Args:
+        output_dir: the folder to write the pipeline into (the tutorial's ``output_dir``).
+        save_model_epochs: export every N epochs (the tutorial's 30).
+        overwrite_output_dir: replace a pipeline left in ``output_dir`` by an earlier run
+            (a resumed run always may); otherwise fit stops at once with an error.
+    """
+
+    def __init__(
+        self,
+        output_dir: str = "ddpm-butterflies-128",
+        save_model_epochs: int = 30,
+        overwrite_output_dir: bool = False,
+    ) -> None:
+        if save_model_epochs < 1:
+            raise ValueError(f"save_model_epochs must be at least 1, got {save_model_epochs}.")
+        self.output_dir = Path(output_dir)
+        self.save_model_epochs = save_model_epochs
+        self.overwrite_output_dir = overwrite_output_dir
+        self.listeners: list[ExportListener] = []
+        self.last_export_epoch: int | None = None
+
+    def add_listener(self, listener: ExportListener) -> None:
+        """Call ``listener`` after each successful export (the Hub push uses this)."""
+        self.listeners.append(listener)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Stop before training if an earlier run's pipeline would be overwritten.
+
+        Checked here, not in ``setup``: only now does ``trainer.ckpt_path`` say whether this
+        run resumes the earlier one.
+        """
+        refuse_to_overwrite(trainer, self.output_dir / PIPELINE_MARKER, self.overwrite_output_dir)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Export when due, on global rank zero, with the EMA weights swapped in."""
+        if not is_due(trainer, self.save_model_epochs):
+            return
+        epoch = trainer.current_epoch
+        with averaged_weights(trainer, pl_module):
+            if trainer.is_global_zero:
+                pl_module.save_pretrained(self.output_dir, overwrite=True)
+        trainer.strategy.barrier("pipeline_exported")
+        self.last_export_epoch = epoch
+        if trainer.is_global_zero:
+            for listener in self.listeners:
+                listener(trainer, self.output_dir, epoch)
