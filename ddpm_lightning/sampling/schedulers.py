@@ -21,6 +21,10 @@ SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
 }
 
 
+#: Training-scheduler settings that say how inference steps are spaced.
+_SPACING_KEYS = ("timestep_spacing", "steps_offset")
+
+
 def check_sampler_name(name: str) -> str:
     """Return ``name`` if it is a known sampler, else raise a ValueError listing them."""
     if name not in SAMPLERS:
@@ -35,4 +39,13 @@ def make_sampler(name: str, training_scheduler_config: dict[str, Any]) -> Schedu
     model trained with v-prediction samples with v-prediction under every sampler.
     """
     scheduler_class, extra = SAMPLERS[check_sampler_name(name)]
-    return scheduler_class.from_config(training_scheduler_config, **extra)
+    # The step spacing belongs to the sampler, not to the training schedule: drop the
+    # training scheduler's so each sampler uses its own default. Dropping it explicitly (and
+    # diffusers' private ``_use_default_values`` record) also makes a model built in memory
+    # and the same model reloaded from disk sample identically.
+    config = {
+        key: value
+        for key, value in dict(training_scheduler_config).items()
+        if key != "_use_default_values" and (name == "ddpm" or key not in _SPACING_KEYS)
+    }
+    return scheduler_class.from_config(config, **extra)

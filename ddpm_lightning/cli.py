@@ -1,0 +1,161 @@
+"""``ddpm-lightning``: the Lightning CLI for training, plus export, sample and evaluate.
+
+``fit``, ``validate`` and ``predict`` are ``LightningCLI`` subcommands (every module, data and
+Trainer argument settable from YAML or flags); ``export``, ``sample`` and ``evaluate`` work on
+a trained model and need no Trainer, so they are plain functions parsed by jsonargparse.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from jsonargparse import CLI
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from PIL import Image
+from torchvision.utils import make_grid
+
+from ddpm_lightning.callbacks import PNGPredictionWriter, TrainingOutputs
+from ddpm_lightning.callbacks.sample_grid import grid_shape, save_png_atomically
+from ddpm_lightning.data import ButterfliesDataModule, ImageDataModule  # noqa: F401 (short names)
+from ddpm_lightning.loading import load_module
+from ddpm_lightning.models import DDPMModule
+from ddpm_lightning.models.ddpm_module import SamplerName
+from ddpm_lightning.sampling import to_pil, to_uint8
+
+TRAINER_SUBCOMMANDS = ("fit", "validate", "predict")
+MODEL_SUBCOMMANDS = ("export", "sample", "evaluate")
+
+
+DESCRIPTION = """Train, sample and export DDPM image models (the diffusers tutorial, in Lightning).
+
+Training: ddpm-lightning {fit,validate,predict} --config examples/configs/butterflies.yaml
+Trained models: ddpm-lightning {export,sample,evaluate} --help"""
+
+
+class DDPMLightningCLI(LightningCLI):
+    """LightningCLI in subclass mode, with the data linked to the model and tutorial outputs."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """``fit``, ``validate`` and ``predict`` (the module has no test step)."""
+        return {name: keys for name, keys in LightningCLI.subcommands().items() if name in TRAINER_SUBCOMMANDS}
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Add ``--output.*`` (the tutorial's output settings) and link image size/channels."""
+        parser.add_class_arguments(TrainingOutputs, "output")
+        parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
+        parser.link_arguments("data.init_args.channels", "model.init_args.channels")
+
+    def after_instantiate_classes(self) -> None:
+        """``predict`` generates from seeds (the module's ``predict_dataloader``), not from data."""
+        if self.subcommand == "predict":
+            self.datamodule = None
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Add the output callbacks (fit) or the PNG writer (predict), and the default logger."""
+        outputs: TrainingOutputs = self._get(self.config_init, "output")
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        callbacks = list(trainer_config.get("callbacks") or [])
+        logger = trainer_config.get("logger")
+        if self.subcommand == "fit":
+            callbacks += outputs.callbacks()
+            if logger in (None, True):
+                logger = outputs.logger()
+            if logger is False:
+                callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
+        elif self.subcommand == "predict":
+            callbacks.append(PNGPredictionWriter(str(outputs.output_dir / "predictions")))
+        return super().instantiate_trainer(callbacks=callbacks, logger=logger, **kwargs)
+
+
+def run_lightning_cli(args: list[str] | None) -> DDPMLightningCLI:
+    """The training CLI: ``fit``, ``validate`` and ``predict``."""
+    return DDPMLightningCLI(
+        DDPMModule,
+        ImageDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        trainer_defaults={"max_epochs": 50},
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"description": DESCRIPTION},
+        args=args,
+        auto_configure_optimizers=False,
+    )
+
+
+def export(ckpt_path: str, output_dir: str, overwrite: bool = False) -> Path:
+    """Turn a training checkpoint into a diffusers pipeline folder.
+
+    Args:
+        ckpt_path: a checkpoint written during fit (EMA weights when EMA was on).
+        output_dir: the folder to write; ``DDPMPipeline.from_pretrained(output_dir)`` loads it.
+        overwrite: replace a pipeline already in ``output_dir``.
+    """
+    module = load_module(ckpt_path)
+    module.save_pretrained(output_dir, overwrite=overwrite)
+    print(f"Wrote a DDPMPipeline to {output_dir}")
+    return Path(output_dir)
+
+
+def sample(
+    source: str,
+    output_dir: str = "samples",
+    num_images: int = 16,
+    sampler: SamplerName = "ddpm",
+    num_inference_steps: int = 1000,
+    seed: int = 0,
+    batch_size: int = 16,
+    device: str = "cuda" if torch.cuda.is_available() else "cpu",
+    overwrite: bool = False,
+) -> list[Path]:
+    """Generate images from a checkpoint, a pipeline folder or a Hub id; save PNGs and a grid.
+
+    Image i comes from seed + i, so any batch size gives the same images.
+
+    Args:
+        source: a .ckpt file, a diffusers pipeline folder, or a Hub id.
+        output_dir: where ``00000.png``... and ``grid.png`` go.
+        num_images: how many images.
+        sampler: ``ddpm``, ``ddim``, ``dpm-solver++`` or ``unipc``.
+        num_inference_steps: sampler steps (1000 for ddpm; 20-50 for the others).
+        seed: seed of the first image.
+        batch_size: images sampled at once.
+        device: ``cpu`` or ``cuda``.
+        overwrite: replace images already in ``output_dir``.
+    """
+    folder = Path(output_dir)
+    paths = [folder / f"{index:05d}.png" for index in range(num_images)] + [folder / "grid.png"]
+    existing = [path for path in paths if path.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{str(existing[0])!r} already exists. Choose another output_dir or pass --overwrite."
+        )
+    module = load_module(source).to(device)
+    batches = []
+    for start in range(0, num_images, batch_size):
+        seeds = list(range(seed + start, seed + min(start + batch_size, num_images)))
+        batches.append(module.generate_from_seeds(seeds, num_inference_steps, sampler).cpu())
+    images = torch.cat(batches)
+    for path, image in zip(paths, to_pil(images)):
+        save_png_atomically(image, path)
+    _, cols = grid_shape(num_images, None, None)
+    grid = to_uint8(make_grid(images, nrow=cols, padding=0)).permute(1, 2, 0).numpy()
+    save_png_atomically(Image.fromarray(grid), paths[-1])
+    print(f"Wrote {num_images} images and grid.png to {folder}")
+    return paths
+
+
+def main(args: list[str] | None = None) -> Any:
+    """Entry point of ``ddpm-lightning`` and ``python -m ddpm_lightning``."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] in MODEL_SUBCOMMANDS:
+        from ddpm_lightning.evaluation_command import evaluate
+
+        return CLI([export, sample, evaluate], args=argv, as_positional=False, description=DESCRIPTION)
+    return run_lightning_cli(args)

@@ -1,0 +1,70 @@
+"""Open a trained model from wherever users keep one: a checkpoint, a pipeline folder, the Hub."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+from diffusers import UNet2DModel
+
+from ddpm_lightning.models import DDPMModule
+from ddpm_lightning.utils.atomic_export import is_pipeline_folder
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be read."""
+
+
+def load_checkpoint_module(path: str | os.PathLike) -> DDPMModule:
+    """``DDPMModule.load_from_checkpoint`` with an error that says what to do.
+
+    A checkpoint saved with EMA holds the averaged weights in its ``state_dict``, so this
+    returns the EMA model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at {str(path)!r}. Check the path (e.g. checkpoints/last.ckpt).")
+    try:
+        return DDPMModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, KeyError, ValueError) as error:
+        raise CheckpointError(
+            f"Could not read the checkpoint {str(path)!r} ({type(error).__name__}: {error}). The file "
+            "is truncated, corrupt or not a ddpm_lightning checkpoint. Use another one, such as an "
+            "earlier epoch's file in the same checkpoints folder."
+        ) from error
+
+
+def load_pipeline_module(source: str) -> DDPMModule:
+    """A ``DDPMModule`` holding the UNet and noise schedule of a diffusers pipeline."""
+    try:
+        config = UNet2DModel.load_config(source, subfolder="unet")
+    except (OSError, ValueError) as error:
+        raise OSError(
+            f"Could not open {source!r} as a diffusers pipeline: {error}\nGive a checkpoint file "
+            "(.ckpt), a pipeline folder (with model_index.json), or a Hub id that can be reached."
+        ) from error
+    size = config["sample_size"]
+    return DDPMModule(
+        image_size=size if isinstance(size, int) else size[0],
+        channels=config["in_channels"],
+        pretrained_model_name_or_path=source,
+    )
+
+
+def load_module(source: str | os.PathLike) -> DDPMModule:
+    """Load from a Lightning checkpoint file, a diffusers pipeline folder, or a Hub id."""
+    text = str(source)
+    if os.path.isfile(text):
+        return load_checkpoint_module(text)
+    if os.path.isdir(text):
+        if not is_pipeline_folder(text):
+            raise FileNotFoundError(
+                f"{text!r} is a folder but not a diffusers pipeline (no model_index.json). Give "
+                "the folder that export or PipelineExportCallback wrote, or a .ckpt file."
+            )
+        return load_pipeline_module(text)
+    if text.endswith(".ckpt") or os.sep in text.rstrip("/").split("/", 1)[-1]:
+        raise FileNotFoundError(f"No checkpoint or pipeline folder at {text!r}.")
+    return load_pipeline_module(text)

@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import DDPMPipeline
+from PIL import Image
+
+from ddpm_lightning import DDPMModule
+from ddpm_lightning.cli import main
+
+from .conftest import TINY_UNET
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "examples" / "configs").glob("*.yaml"))
+
+TINY_OVERRIDES = [
+    "--model.init_args.block_out_channels=[32, 64]",
+    "--model.init_args.layers_per_block=1",
+    "--model.init_args.norm_num_groups=8",
+    "--model.init_args.lr_warmup_steps=1",
+    "--data.init_args.image_size=16",
+    "--data.init_args.train_batch_size=4",
+    "--trainer.accelerator=cpu",
+    "--trainer.precision=32-true",
+    "--trainer.enable_progress_bar=false",
+    "--output.eval_batch_size=4",
+    "--output.num_inference_steps=2",
+    "--output.throughput_window=2",
+]
+
+
+def tiny_pipeline(folder: Path) -> Path:
+    """A tiny exported pipeline to fine-tune from (the Hub is unreachable in tests)."""
+    DDPMModule(image_size=16, **TINY_UNET).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_shipped_config_trains_through_the_real_cli(
+    config: Path, tmp_path: Path, image_folder: Path
+) -> None:
+    output_dir = tmp_path / "run"
+    args = [
+        "fit",
+        f"--config={config}",
+        *TINY_OVERRIDES,
+        "--data.init_args.dataset_name=imagefolder",
+        f"--data.init_args.data_dir={image_folder}",
+        f"--output.output_dir={output_dir}",
+        "--output.push_to_hub=false",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+    ]
+    if "pretrained_model_name_or_path" in config.read_text():
+        pretrained = tiny_pipeline(tmp_path / "pretrained")
+        args.append(f"--model.init_args.pretrained_model_name_or_path={pretrained}")
+    cli = main(args)
+    assert cli.trainer.global_step == 2
+    assert (output_dir / "samples" / "0000.png").is_file()
+    assert (output_dir / "checkpoints" / "last.ckpt").is_file()
+    assert DDPMPipeline.from_pretrained(output_dir).unet.config.sample_size == 16
+    assert cli.model.hparams.image_size == 16  # linked from the data
+
+
+def test_print_config_shows_the_tutorials_values(capsys: pytest.CaptureFixture) -> None:
+    config = next(c for c in CONFIGS if c.stem == "butterflies")
+    with pytest.raises(SystemExit):
+        main(["fit", f"--config={config}", "--print_config"])
+    printed = capsys.readouterr().out
+    for expected in (
+        "max_epochs: 50",
+        "precision: 16-mixed",
+        "learning_rate: 0.0001",
+        "lr_warmup_steps: 500",
+        "image_size: 128",
+        "train_batch_size: 16",
+        "dataset_name: huggan/smithsonian_butterflies_subset",
+        "output_dir: ddpm-butterflies-128",
+        "save_image_epochs: 10",
+        "save_model_epochs: 30",
+        "eval_batch_size: 16",
+        "accumulate_grad_batches: 1",
+        "- 512",
+    ):
+        assert expected in printed, expected
+
+
+@pytest.mark.parametrize("command", [["--help"], ["fit", "--help"], ["export", "--help"], ["sample", "--help"]])
+def test_help(command: list[str], capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(command)
+    assert exit_info.value.code == 0
+    assert "usage" in capsys.readouterr().out
+
+
+def test_fit_then_export_then_sample_end_to_end(tmp_path: Path, image_folder: Path) -> None:
+    run = tmp_path / "run"
+    main([
+        "fit", *TINY_OVERRIDES, "--model=DDPMModule", "--data=ImageDataModule",
+        f"--data.init_args.data_dir={image_folder}", f"--output.output_dir={run}",
+        "--trainer.max_epochs=1", "--output.save_image_epochs=1", "--output.save_model_epochs=1",
+    ])
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    exported = tmp_path / "exported"
+    main(["export", f"--ckpt_path={checkpoint}", f"--output_dir={exported}"])
+    pipeline = DDPMPipeline.from_pretrained(exported)
+    module = DDPMModule.load_from_checkpoint(checkpoint, weights_only=False)
+    for name, value in module.unet.state_dict().items():
+        assert torch.equal(pipeline.unet.state_dict()[name], value)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        main(["export", f"--ckpt_path={checkpoint}", f"--output_dir={exported}"])
+
+    for source in (checkpoint, exported):
+        out = tmp_path / f"samples-{Path(source).name}"
+        main(["sample", f"--source={source}", f"--output_dir={out}", "--num_images=3",
+              "--sampler=dpm-solver++", "--num_inference_steps=3", "--batch_size=2"])
+        assert Image.open(out / "00002.png").size == (16, 16)
+        assert Image.open(out / "grid.png").size == (32, 32)  # 3 images in a 2 x 2 grid
+    same = [(tmp_path / f"samples-{name}" / "00001.png").read_bytes() for name in ("last.ckpt", "exported")]
+    assert same[0] == same[1]
+    with pytest.raises(FileExistsError):
+        main(["sample", f"--source={exported}", f"--output_dir={tmp_path / 'samples-exported'}",
+              "--num_images=3", "--num_inference_steps=3"])
+
+
+def test_predict_writes_pngs(tmp_path: Path, image_folder: Path) -> None:
+    pretrained = tiny_pipeline(tmp_path / "pretrained")
+    main([
+        "predict", *TINY_OVERRIDES, "--model=DDPMModule", "--data=ImageDataModule",
+        f"--data.init_args.data_dir={image_folder}", f"--output.output_dir={tmp_path / 'run'}",
+        f"--model.init_args.pretrained_model_name_or_path={pretrained}",
+        "--model.init_args.num_predict_images=3", "--model.init_args.num_inference_steps=2",
+    ])
+    assert sorted(p.name for p in (tmp_path / "run" / "predictions").iterdir()) == [
+        "00000.png", "00001.png", "00002.png"
+    ]
+
+
+def test_corrupt_checkpoint_and_wrong_paths_get_clear_errors(tmp_path: Path) -> None:
+    from ddpm_lightning.loading import CheckpointError
+
+    corrupt = tmp_path / "last.ckpt"
+    corrupt.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        main(["export", f"--ckpt_path={corrupt}", f"--output_dir={tmp_path / 'out'}"])
+    with pytest.raises(FileNotFoundError, match="No checkpoint"):
+        main(["export", f"--ckpt_path={tmp_path / 'missing.ckpt'}", f"--output_dir={tmp_path / 'out'}"])
+    with pytest.raises(FileNotFoundError, match="not a diffusers pipeline"):
+        main(["sample", f"--source={tmp_path}", f"--output_dir={tmp_path / 'out'}"])
+    assert not (tmp_path / "out").exists()
