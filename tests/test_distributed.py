@@ -1,0 +1,67 @@
+"""Real two-process DDP on the CPU (gloo), through the Trainer: shards, weights, single writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from diffusers import DDPMPipeline
+
+from ddpm_lightning import DDPMModule, ImageDataModule
+from ddpm_lightning.callbacks import TrainingOutputs
+
+from .conftest import TINY_UNET
+
+
+class RecordRank(L.Callback):
+    """Saves what each rank saw and ended with, for the parent test process to compare."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.seen: list[torch.Tensor] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        # One fingerprint per image: its pixel sum (images are random, so sums are distinct).
+        self.seen.extend(batch["images"].double().sum(dim=(1, 2, 3)).tolist())
+
+    def on_train_end(self, trainer, pl_module):
+        state = {name: value.detach().clone() for name, value in pl_module.unet.state_dict().items()}
+        torch.save({"seen": self.seen, "state": state, "world_size": trainer.world_size},
+                   self.folder / f"rank{trainer.global_rank}.pt")
+
+
+def test_two_process_ddp_on_cpu(tmp_path: Path, image_folder: Path) -> None:
+    outputs = TrainingOutputs(
+        output_dir=str(tmp_path / "run"), save_image_epochs=1, save_model_epochs=1,
+        eval_batch_size=4, sampler="ddim", num_inference_steps=2, use_ema=True, throughput_window=2,
+    )
+    L.seed_everything(0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_fork",
+        max_epochs=2,
+        callbacks=[*outputs.callbacks(), RecordRank(tmp_path)],
+        logger=outputs.logger(),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(
+        DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1),
+        ImageDataModule(data_dir=str(image_folder), image_size=16, train_batch_size=3),
+    )
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
+    assert all(record["world_size"] == 2 for record in ranks)
+    # Same weights on both ranks (DDP averaged the gradients; the EMA copied into the module).
+    for name, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][name]), name
+    # Each rank saw its own shard: 12 images, 6 per rank per epoch, no image on both in an epoch.
+    first_epoch = [set(round(v, 3) for v in record["seen"][:6]) for record in ranks]
+    assert len(first_epoch[0]) == len(first_epoch[1]) == 6
+    assert not first_epoch[0] & first_epoch[1]
+    # One grid per epoch and one pipeline, written once.
+    assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == ["0000.png", "0001.png"]
+    assert DDPMPipeline.from_pretrained(tmp_path / "run").unet.config.sample_size == 16
+    assert not list((tmp_path / "run").glob(".export-*"))
