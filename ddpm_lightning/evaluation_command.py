@@ -1,12 +1,83 @@
-"""Placeholder for the ``evaluate`` subcommand (FID/KID per sampler), wired once the metric lands."""
+"""``ddpm-lightning evaluate``: FID and KID per sampler, to pick the cheapest one that keeps quality."""
 
 from __future__ import annotations
 
+import torch
 
-def evaluate(source: str) -> None:
-    """Print FID and KID of a model for several samplers and step counts.
+from ddpm_lightning.callbacks.fid import DEFAULT_CACHE_DIR, InceptionFeature
+from ddpm_lightning.data import ImageDataModule
+from ddpm_lightning.evaluation import evaluate_samplers, format_table
+from ddpm_lightning.loading import load_module
+
+
+def parse_sampler_steps(spec: str) -> tuple[str, int]:
+    """``"ddim:50"`` -> ``("ddim", 50)``."""
+    name, separator, steps = spec.rpartition(":")
+    if not separator or not steps.isdigit():
+        raise ValueError(f"Give samplers as name:steps (e.g. ddim:50), got {spec!r}.")
+    return name, int(steps)
+
+
+def evaluate(
+    source: str,
+    data_dir: str | None = None,
+    dataset_name: str = "imagefolder",
+    split: str = "train",
+    image_column: str = "image",
+    samplers: list[str] = ["ddpm:1000", "ddim:50", "dpm-solver++:20", "unipc:20"],  # noqa: B006
+    num_images: int = 1000,
+    seed: int = 0,
+    batch_size: int = 64,
+    feature: InceptionFeature = 2048,
+    feature_extractor_weights_path: str | None = None,
+    max_real_images: int | None = None,
+    cache_dir: str | None = DEFAULT_CACHE_DIR,
+    device: str = "cuda" if torch.cuda.is_available() else "cpu",
+) -> list[dict]:
+    """Print FID and KID of a model's samples against its training images, per sampler.
+
+    Every row samples the same seeds, so rows differ only by sampler and step count. The real
+    images' statistics are cached (shared with the FID callback of training runs).
 
     Args:
-        source: a .ckpt file, a diffusers pipeline folder, or a Hub id.
+        source: a .ckpt file (EMA weights when EMA was on), a pipeline folder, or a Hub id.
+        data_dir: the folder of real images (with ``dataset_name: imagefolder``).
+        dataset_name: a Hub dataset id, or ``imagefolder``.
+        split: the dataset split of the real images.
+        image_column: the column that holds the images.
+        samplers: ``name:steps`` pairs, e.g. ``ddim:50``.
+        num_images: images generated per row.
+        seed: the first image's seed.
+        batch_size: images per generation and feature batch.
+        feature: the Inception layer whose features are compared (2048 is the standard FID).
+        feature_extractor_weights_path: a local Inception weights file (when it cannot download).
+        max_real_images: use only this many real images.
+        cache_dir: where real statistics are cached (None: never cached).
+        device: ``cuda`` or ``cpu``.
     """
-    raise NotImplementedError("evaluate is not available yet")
+    pairs = [parse_sampler_steps(spec) for spec in samplers]
+    module = load_module(source).to(device)
+    hparams = module.hparams
+    real = ImageDataModule(
+        dataset_name=dataset_name,
+        data_dir=data_dir,
+        split=split,
+        image_column=image_column,
+        image_size=hparams.image_size,
+        channels=hparams.channels,
+        random_flip=False,
+    )
+    rows = evaluate_samplers(
+        module,
+        real,
+        pairs,
+        num_images=num_images,
+        seed=seed,
+        batch_size=batch_size,
+        feature=feature,
+        feature_extractor_weights_path=feature_extractor_weights_path,
+        max_real_images=max_real_images,
+        cache_dir=cache_dir,
+    )
+    print(format_table(rows))
+    return rows

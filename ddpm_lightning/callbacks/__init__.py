@@ -1,6 +1,7 @@
 """Callbacks: what happens around training (EMA, sample grids, exports, Hub pushes, metrics)."""
 
 from ddpm_lightning.callbacks.ema import EMA, averaged_weights
+from ddpm_lightning.callbacks.fid import FeatureExtractorUnavailableError, FIDCallback
 from ddpm_lightning.callbacks.pipeline_export import PipelineExportCallback
 from ddpm_lightning.callbacks.prediction_writer import PNGPredictionWriter
 from ddpm_lightning.callbacks.push_to_hub import HubPushError, PushToHubCallback
@@ -10,6 +11,8 @@ from ddpm_lightning.callbacks.training_outputs import TrainingOutputs
 
 __all__ = [
     "EMA",
+    "FIDCallback",
+    "FeatureExtractorUnavailableError",
     "HubPushError",
     "ImageThroughputMonitor",
     "PNGPredictionWriter",

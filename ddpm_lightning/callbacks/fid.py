@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -32,9 +32,11 @@ from ddpm_lightning.sampling import check_sampler_name, to_uint8
 #: Where real-image statistics are kept between runs (``None`` disables the cache).
 DEFAULT_CACHE_DIR = "~/.cache/ddpm_lightning/fid"
 #: The Inception-v3 layers torchmetrics offers, by feature size.
-INCEPTION_FEATURES = (64, 192, 768, 2048)
-#: torchmetrics' and torch-fidelity's KID subset size, used when enough images exist.
-DEFAULT_KID_SUBSET_SIZE = 1000
+InceptionFeature = Literal[64, 192, 768, 2048]
+INCEPTION_FEATURES = get_args(InceptionFeature)
+#: KID subset size when enough images exist: small enough next to the usual 1000 to 10000
+#: images that the subsets differ and KID's std means something (torch-fidelity uses 1000).
+DEFAULT_KID_SUBSET_SIZE = 100
 #: Real images hashed into the cache key, to notice a changed dataset behind the same name.
 _DIGEST_IMAGES = 64
 _CACHE_VERSION = 1
@@ -293,7 +295,7 @@ class SampleQualityMetrics:
     Args:
         num_features: the feature size.
         kid_subsets: KID subsets averaged.
-        kid_subset_size: images per KID subset (default: the smaller of 1000 and the number of
+        kid_subset_size: images per KID subset (default: the smaller of 100 and the number of
             real and of generated images).
         kid_seed: seeds KID's subset draws, in a forked RNG (the global RNG is left alone).
         sync_on_compute: gather states across ranks when computing (False for one process).
@@ -416,7 +418,7 @@ class SampleQualityEvaluator:
         feature_extractor_id: identifies the features in the cache key.
         cache_dir: where real statistics are cached (None: no cache).
         kid_subsets: KID subsets averaged.
-        kid_subset_size: images per KID subset (None: the smaller of 1000 and the image counts).
+        kid_subset_size: images per KID subset (None: the smaller of 100 and the image counts).
         kid_seed: seeds KID's subset draws.
         sync_on_compute: gather metric states across ranks (True under DDP).
     """
@@ -489,7 +491,7 @@ class SampleQualityEvaluator:
         ).to(device)
         self.num_real = num_real
 
-        cached, path = None, None
+        cached, path, key = None, None, {}
         if rank == 0 and self.cache_dir is not None:
             key = {
                 "version": _CACHE_VERSION,
@@ -566,36 +568,31 @@ class SampleQualityEvaluator:
 class FIDCallback(Callback):
     """Logs FID and KID of generated samples every few epochs, for ModelCheckpoint to monitor.
 
-    Every ``every_n_epochs`` epochs, ``num_images`` images are generated from seeds
-    ``seed, seed + 1, ...`` (the same ones each time, so values are comparable across epochs),
-    split into contiguous blocks across ranks, with the EMA weights when an EMA callback is
+    The same seeds ``seed, seed + 1, ...`` every time, so values compare across epochs; split
+    into contiguous blocks over ranks; sampled with the EMA weights when an EMA callback is
     present and under the Trainer's precision. torchmetrics' ``FrechetInceptionDistance`` and
-    ``KernelInceptionDistance`` gather their states across ranks, so every rank logs the same
-    value, equal to the one-process value. Logged as ``{metric_prefix}fid``, ``...kid`` (mean)
-    and ``...kid_std``.
+    ``KernelInceptionDistance`` gather their states across ranks, so every rank logs the
+    one-process value: ``{metric_prefix}fid``, ``...kid`` (mean) and ``...kid_std``.
 
-    When: ``ModelCheckpoint(monitor="val/fid")`` reads ``trainer.callback_metrics`` when it
-    saves. By default it saves at the end of the training epoch unless validation runs other
-    than once at the end of every epoch (``check_val_every_n_epoch != 1``, a fractional or
-    time-based ``val_check_interval``), in which case it saves at the end of validation. This
-    callback computes at the same point: in ``on_train_epoch_end`` (Lightning calls monitoring
-    callbacks such as ModelCheckpoint after the others there, so the value is already logged),
-    or else in ``on_validation_epoch_end`` of the first validation of a due epoch (never during
-    the sanity check). With the latter, make validation happen in the epochs FID is due.
+    When: ``ModelCheckpoint`` reads the metric when it saves, by default at the end of the
+    training epoch, or at the end of validation when validation runs other than once at the
+    end of every epoch (``check_val_every_n_epoch != 1``, a fractional or time-based
+    ``val_check_interval``). This callback computes at the same point: ``on_train_epoch_end``
+    (Lightning calls monitoring callbacks after the others there), or else at the first
+    validation end of a due epoch (never in the sanity check); then let validation run in the
+    epochs FID is due. With ``every_n_epochs > 1``, give ModelCheckpoint the same
+    ``every_n_epochs``, or it warns (or fails, after validation) on the epochs without FID.
 
-    Real statistics come from the datamodule's ``train_dataset`` (uint8 (C, H, W) tensors, as
-    ``ImageDataModule`` gives), sharded across ranks once, and are cached in ``cache_dir`` under
-    a key of the dataset (``dataset_key``, or name and folder), split, image shape, number of
-    real images, a hash of the first images and the feature extractor, so the next run skips
-    them. Only rank 0 reads and writes the cache; it holds the real statistics, and the other
-    ranks contribute only generated images to the gathered metric.
+    Real statistics come from the datamodule's ``train_dataset`` and are cached in
+    ``cache_dir``, keyed by dataset (``dataset_key``, or name and folder), split, image shape,
+    number of real images, a hash of the first images and the feature extractor. Only rank 0
+    reads and writes the cache and holds the real statistics (summing them over ranks would
+    count them twice); a miss is computed sharded over ranks.
 
-    Images reach the feature extractor as uint8 (N, 3, H, W) at the model's resolution;
-    grayscale is repeated to three channels. The default extractor is torchmetrics'
-    Inception-v3 (``feature=2048`` is standard FID), whose weights torch-fidelity downloads on
-    first use; offline, pass ``feature_extractor_weights_path`` (a
-    :class:`FeatureExtractorUnavailableError` says where to get the file) or any
-    ``feature_extractor`` module (in YAML, ``class_path`` and ``init_args``).
+    The extractor sees uint8 (N, 3, H, W) images (grayscale repeated to RGB, as Inception
+    wants). The default, torchmetrics' Inception-v3 at ``feature=2048`` (standard FID),
+    downloads its weights on first use; offline, pass ``feature_extractor_weights_path`` or any
+    ``feature_extractor`` module (``class_path``/``init_args`` in YAML).
 
     Args:
         every_n_epochs: compute after every n-th epoch.
@@ -613,7 +610,7 @@ class FIDCallback(Callback):
         max_real_images: use only the first this many training images as the real set.
         dataset_key: names the dataset in the cache key instead of its name and folder.
         cache_dir: where real statistics are cached; None recomputes them every run.
-        kid_subset_size: images per KID subset (default: the smaller of 1000, ``num_images``
+        kid_subset_size: images per KID subset (default: the smaller of 100, ``num_images``
             and the number of real images).
         kid_subsets: KID subsets averaged.
         evaluate_at_train_end: also compute when training ends (sent to the loggers directly,
@@ -629,7 +626,7 @@ class FIDCallback(Callback):
         num_inference_steps: int = 20,
         seed: int = 0,
         batch_size: int = 64,
-        feature: int = 2048,
+        feature: InceptionFeature = 2048,
         feature_extractor: torch.nn.Module | None = None,
         feature_extractor_weights_path: str | None = None,
         feature_extractor_key: str | None = None,
@@ -680,6 +677,7 @@ class FIDCallback(Callback):
         """Build the feature extractor before training, so missing weights fail early."""
         if stage != "fit":
             return
+        self._last_epoch = self._last_step = None
         extractor = build_feature_extractor(
             self.feature_extractor, self.feature, self.feature_extractor_weights_path
         )

@@ -10,6 +10,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from ddpm_lightning.callbacks.ema import EMA
+from ddpm_lightning.callbacks.fid import FIDCallback
 from ddpm_lightning.callbacks.pipeline_export import PipelineExportCallback
 from ddpm_lightning.callbacks.push_to_hub import PushToHubCallback
 from ddpm_lightning.callbacks.sample_grid import SampleGridCallback
@@ -42,6 +43,9 @@ class TrainingOutputs:
         checkpoint_every_n_epochs: keep a checkpoint every N epochs (``save_model_epochs`` if
             None); ``last.ckpt`` is refreshed every epoch.
         throughput_window: batches averaged for each images/s reading.
+        fid_every_n_epochs: compute FID and KID every N epochs (off if None) and keep the
+            best checkpoint by ``val/fid`` as ``checkpoints/best-fid.ckpt``.
+        fid_num_images: images generated for each FID (split across devices).
     """
 
     def __init__(
@@ -61,6 +65,8 @@ class TrainingOutputs:
         num_inference_steps: int = 1000,
         checkpoint_every_n_epochs: int | None = None,
         throughput_window: int = 20,
+        fid_every_n_epochs: int | None = None,
+        fid_num_images: int = 1000,
     ) -> None:
         check_sampler_name(sampler)
         if throughput_window < 2:
@@ -80,6 +86,8 @@ class TrainingOutputs:
         self.num_inference_steps = num_inference_steps
         self.checkpoint_every_n_epochs = checkpoint_every_n_epochs or save_model_epochs
         self.throughput_window = throughput_window
+        self.fid_every_n_epochs = fid_every_n_epochs
+        self.fid_num_images = fid_num_images
 
     def callbacks(self) -> list[Callback]:
         """EMA (if on), grid, export, push (if on), checkpoints, LR and throughput monitors.
@@ -111,6 +119,16 @@ class TrainingOutputs:
             callbacks.append(PushToHubCallback(self.hub_model_id, self.hub_private_repo))
         elif self.push_to_hub:
             rank_zero_warn("push_to_hub is on but hub_model_id is not set: nothing will be pushed.")
+        if self.fid_every_n_epochs:
+            callbacks += [
+                FIDCallback(every_n_epochs=self.fid_every_n_epochs, num_images=self.fid_num_images),
+                ModelCheckpoint(
+                    dirpath=str(self.output_dir / "checkpoints"),
+                    filename="best-fid",
+                    monitor="val/fid",
+                    mode="min",
+                ),
+            ]
         callbacks += [
             ModelCheckpoint(
                 dirpath=str(self.output_dir / "checkpoints"),

@@ -1,0 +1,176 @@
+"""Compare samplers and step counts on one trained model by FID and KID."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import nn
+
+from ddpm_lightning.callbacks.fid import (
+    DEFAULT_CACHE_DIR,
+    InceptionFeature,
+    RealImages,
+    SampleQualityEvaluator,
+    build_feature_extractor,
+    dataset_identity,
+    feature_extractor_id,
+)
+from ddpm_lightning.models.ddpm_module import DDPMModule
+from ddpm_lightning.sampling import check_sampler_name
+
+Precision = Literal["32", "bf16-mixed", "16-mixed"]
+_AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def evaluate_samplers(
+    module: DDPMModule,
+    real_images: LightningDataModule | RealImages,
+    samplers: Sequence[tuple[str, int]] = (("dpm-solver++", 20),),
+    num_images: int = 1000,
+    seed: int = 0,
+    batch_size: int = 64,
+    feature_extractor: nn.Module | None = None,
+    feature: InceptionFeature = 2048,
+    feature_extractor_weights_path: str | None = None,
+    feature_extractor_key: str | None = None,
+    max_real_images: int | None = None,
+    dataset_key: str | None = None,
+    cache_dir: str | None = DEFAULT_CACHE_DIR,
+    kid_subset_size: int | None = None,
+    kid_subsets: int = 100,
+    precision: Precision = "32",
+) -> list[dict[str, Any]]:
+    """FID and KID of ``module``'s samples for each (sampler, steps) pair, one row each.
+
+    Every row uses the same seeds ``seed .. seed + num_images - 1``, so rows differ only by
+    sampler and steps. Runs in one process on the module's device; load the module with
+    ``DDPMModule.load_from_checkpoint`` to score the EMA weights a checkpoint holds. Real
+    statistics are cached exactly as :class:`~ddpm_lightning.callbacks.fid.FIDCallback` caches
+    them, so a training run and this function share the cache file.
+
+    Args:
+        module: the model to sample from (on the device to use).
+        real_images: a datamodule (its ``train_dataset``; set up here if needed), a dataset of
+            uint8 (C, H, W) tensors, or a uint8 (N, C, H, W) tensor.
+        samplers: (sampler name, inference steps) pairs, e.g. ``[("ddpm", 1000), ("ddim", 50)]``.
+        num_images: images generated per row (at least 2).
+        seed: the first image's seed; also seeds KID's subset draws.
+        batch_size: images per generation and feature-extractor batch.
+        feature_extractor: a module mapping uint8 (N, 3, H, W) images to (N, d) features; None
+            for torchmetrics' Inception-v3.
+        feature: the Inception layer (64, 192, 768 or 2048) when no module is given.
+        feature_extractor_weights_path: a local file of torch-fidelity's Inception weights.
+        feature_extractor_key: names the extractor in the cache key.
+        max_real_images: use only the first this many real images.
+        dataset_key: names the dataset in the cache key (needed to share the cache between
+            runs when ``real_images`` is a tensor or a plain dataset).
+        cache_dir: where real statistics are cached; None computes them every time.
+        kid_subset_size: images per KID subset (default: up to 100; 1000 as torch-fidelity).
+        kid_subsets: KID subsets averaged.
+        precision: ``32``, or autocast for generation with ``bf16-mixed`` / ``16-mixed``.
+
+    Returns:
+        One dict per pair: sampler, steps, num_images, fid, kid, kid_std and seconds (the
+        wall time of generating and scoring the row).
+    """
+    if num_images < 2:
+        raise ValueError(f"FID needs at least 2 generated images, got num_images={num_images}.")
+    for name, steps in samplers:
+        check_sampler_name(name)
+        if steps < 1:
+            raise ValueError(f"Sampler {name!r} needs at least one step, got {steps}.")
+    source, identity = _real_source(real_images, dataset_key)
+    extractor = build_feature_extractor(feature_extractor, feature, feature_extractor_weights_path)
+    key = feature_extractor_key
+    if key is None and feature_extractor is None:
+        key = feature_extractor_id(extractor, feature, feature_extractor_weights_path)
+    evaluator = SampleQualityEvaluator(
+        extractor,
+        feature_extractor_id=key,
+        cache_dir=cache_dir,
+        kid_subsets=kid_subsets,
+        kid_subset_size=kid_subset_size,
+        kid_seed=seed,
+        sync_on_compute=False,
+    )
+    device = module.device
+    evaluator.prepare(source, identity, device, max_real_images, batch_size)
+    seeds = list(range(seed, seed + num_images))
+    context = _generation_context(precision, device)
+    rows = []
+    for name, steps in samplers:
+        started = time.perf_counter()
+        values = evaluator.evaluate(module, seeds, num_images, name, steps, batch_size, context)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - started
+        rows.append(
+            {
+                "sampler": name,
+                "steps": steps,
+                "num_images": num_images,
+                **values,
+                "seconds": seconds,
+            }
+        )
+    return rows
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows of :func:`evaluate_samplers` as a Markdown table (readable as plain text too)."""
+    header = ["sampler", "steps", "images", "FID", "KID", "KID std", "seconds"]
+    lines = [
+        [
+            str(row["sampler"]),
+            str(row["steps"]),
+            str(row["num_images"]),
+            f"{row['fid']:.3f}",
+            f"{row['kid']:.5f}",
+            f"{row['kid_std']:.5f}",
+            f"{row['seconds']:.1f}",
+        ]
+        for row in rows
+    ]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *lines, strict=True)]
+
+    def render(cells: list[str]) -> str:
+        # The sampler name reads best left-aligned, the numbers right-aligned.
+        padded = [cells[0].ljust(widths[0])]
+        padded += [cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True)]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = ["-" * (widths[0] + 2)] + ["-" * (width + 1) + ":" for width in widths[1:]]
+    return "\n".join([render(header), "|" + "|".join(rule) + "|", *map(render, lines)])
+
+
+def _real_source(
+    real_images: LightningDataModule | RealImages, dataset_key: str | None
+) -> tuple[RealImages, dict[str, Any]]:
+    if isinstance(real_images, LightningDataModule):
+        if getattr(real_images, "train_dataset", None) is None:
+            real_images.prepare_data()
+            real_images.setup("fit")
+        dataset = getattr(real_images, "train_dataset", None)
+        if dataset is None:
+            raise ValueError(
+                f"{type(real_images).__name__} has no train_dataset to take real images from."
+            )
+        return dataset, dataset_identity(real_images, dataset_key)
+    return real_images, {"dataset": dataset_key or type(real_images).__qualname__}
+
+
+def _generation_context(
+    precision: str, device: torch.device
+) -> Callable[[], AbstractContextManager]:
+    if precision == "32":
+        return contextlib.nullcontext
+    if precision not in _AUTOCAST_DTYPES:
+        choices = ["32", *_AUTOCAST_DTYPES]
+        raise ValueError(f"precision must be one of {choices}, got {precision!r}.")
+    return lambda: torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[precision])
