@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal, get_args
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
@@ -173,7 +174,9 @@ class DDPMModule(LightningModule):
             ) from error
         check_unet_matches_data(unet, hparams.image_size, hparams.channels, source)
         check_image_size(hparams.image_size, unet.config.block_out_channels)
-        return unet, scheduler
+        # from_pretrained returns the UNet in eval mode, and Lightning keeps submodules' modes:
+        # without this, fine-tuning would run with dropout off.
+        return unet.train(), scheduler
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the full UNet and scheduler config, so loading needs no pretrained source."""
@@ -224,11 +227,15 @@ class DDPMModule(LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """One tutorial step: Gaussian noise, uniform int64 timesteps, MSE on the target."""
         images = self._checked_images(batch)
-        noise = torch.randn_like(images)
+        generator = self._training_generator(images.device, batch_idx)
+        noise = torch.randn(
+            images.shape, generator=generator, device=images.device, dtype=images.dtype
+        )
         timesteps = torch.randint(
             0,
             self.noise_scheduler.config.num_train_timesteps,
             (images.shape[0],),
+            generator=generator,
             device=images.device,
             dtype=torch.int64,
         )
@@ -241,6 +248,20 @@ class DDPMModule(LightningModule):
             )
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def _training_generator(self, device: torch.device, batch_idx: int) -> torch.Generator:
+        """The generator of one batch's noise and timesteps.
+
+        Seeded from the global seed (``seed_everything``), the optimizer step, the batch and the
+        rank instead of drawing from the global RNG: Lightning does not save RNG states in
+        checkpoints, and the DataLoader and loops draw from the global RNG too, so a resumed run
+        would otherwise draw other noise than the uninterrupted one. DDP ranks, seeded alike by
+        ``seed_everything``, also get different noise this way.
+        """
+        key = np.random.SeedSequence(
+            [torch.initial_seed(), self.global_step, batch_idx, self.global_rank]
+        )
+        return torch.Generator(device).manual_seed(int(key.generate_state(1, np.uint64)[0]))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """The loss at noise and timesteps fixed by ``seed`` and the batch index.
@@ -280,7 +301,10 @@ class DDPMModule(LightningModule):
             fused=self.device.type == "cuda" or None,
         )
         total_steps = self.trainer.estimated_stepping_batches
-        if total_steps == float("inf") and hparams.lr_scheduler not in ("constant",):
+        if total_steps == float("inf") and hparams.lr_scheduler not in (
+            "constant",
+            "constant_with_warmup",
+        ):
             raise ValueError(
                 f"lr_scheduler {hparams.lr_scheduler!r} needs the number of training steps: set "
                 "max_epochs or max_steps on the Trainer (or use lr_scheduler: constant)."
