@@ -10,7 +10,7 @@ import torch
 from diffusers import DDPMPipeline
 
 from ddpm_lightning import DDPMModule, ImageDataModule
-from ddpm_lightning.callbacks import TrainingOutputs
+from ddpm_lightning.callbacks import EMA, TrainingOutputs
 
 from .conftest import TINY_UNET
 
@@ -65,3 +65,41 @@ def test_two_process_ddp_on_cpu(tmp_path: Path, image_folder: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == ["0000.png", "0001.png"]
     assert DDPMPipeline.from_pretrained(tmp_path / "run").unet.config.sample_size == 16
     assert not list((tmp_path / "run").glob(".export-*"))
+
+
+class PerImageNoise(DDPMModule):
+    """Noise and timesteps that depend on each image, not on how images are batched."""
+
+    def sample_noise(self, images, batch_idx):
+        noises, timesteps = [], []
+        for image in images:
+            seed = int(image.double().sum().mul(1000).round().item()) % 2**31
+            generator = torch.Generator().manual_seed(seed)
+            noises.append(torch.randn(image.shape, generator=generator))
+            timesteps.append(torch.randint(0, 1000, (1,), generator=generator))
+        return torch.stack(noises).to(images), torch.cat(timesteps).to(images.device)
+
+
+def train_with_batches(image_folder: Path, batch_size: int, accumulate: int) -> tuple[DDPMModule, EMA]:
+    L.seed_everything(0)
+    ema = EMA(decay=0.9)
+    module = PerImageNoise(image_size=16, **TINY_UNET, lr_warmup_steps=2, learning_rate=1e-3)
+    trainer = L.Trainer(
+        max_epochs=2, accelerator="cpu", accumulate_grad_batches=accumulate, callbacks=[ema],
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )
+    datamodule = ImageDataModule(data_dir=str(image_folder), image_size=16, train_batch_size=batch_size,
+                                 random_flip=False)
+    trainer.fit(module, datamodule)
+    assert trainer.global_step == 4  # 2 epochs x 12 images / 6 per optimizer step
+    assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 4
+    return module, ema
+
+
+def test_accumulating_two_batches_of_three_equals_one_batch_of_six(image_folder: Path) -> None:
+    accumulated, accumulated_ema = train_with_batches(image_folder, batch_size=3, accumulate=2)
+    single, single_ema = train_with_batches(image_folder, batch_size=6, accumulate=1)
+    # After fit the module holds the EMA weights; the EMA updated once per optimizer step.
+    for (name, a), b in zip(accumulated.unet.named_parameters(), single.unet.parameters()):
+        assert torch.allclose(a, b, atol=1e-5), name
+    assert int(accumulated_ema._average_model.n_averaged) == int(single_ema._average_model.n_averaged) == 4

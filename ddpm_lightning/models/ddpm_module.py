@@ -227,6 +227,24 @@ class DDPMModule(LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """One tutorial step: Gaussian noise, uniform int64 timesteps, MSE on the target."""
         images = self._checked_images(batch)
+        noise, timesteps = self.sample_noise(images, batch_idx)
+        loss = self.diffusion_loss(images, noise, timesteps)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"The training loss became {loss.item()} at step {self.global_step} (epoch "
+                f"{self.current_epoch}, batch {batch_idx}); training stopped. Lower the learning "
+                "rate, keep gradient clipping on, or train in bf16-mixed or 32-bit precision."
+            )
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def sample_noise(
+        self, images: torch.Tensor, batch_idx: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gaussian noise like ``images`` and uniform int64 timesteps, one per image.
+
+        Override to change the noise (offset noise, importance-sampled timesteps, ...).
+        """
         generator = self._training_generator(images.device, batch_idx)
         noise = torch.randn(
             images.shape, generator=generator, device=images.device, dtype=images.dtype
@@ -239,15 +257,7 @@ class DDPMModule(LightningModule):
             device=images.device,
             dtype=torch.int64,
         )
-        loss = self.diffusion_loss(images, noise, timesteps)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"The training loss became {loss.item()} at step {self.global_step} (epoch "
-                f"{self.current_epoch}, batch {batch_idx}); training stopped. Lower the learning "
-                "rate, keep gradient clipping on, or train in bf16-mixed or 32-bit precision."
-            )
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
+        return noise, timesteps
 
     def _training_generator(self, device: torch.device, batch_idx: int) -> torch.Generator:
         """The generator of one batch's noise and timesteps.
