@@ -43,7 +43,11 @@ class DDPMLightningCLI(LightningCLI):
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         """``fit``, ``validate`` and ``predict`` (the module has no test step)."""
-        return {name: keys for name, keys in LightningCLI.subcommands().items() if name in TRAINER_SUBCOMMANDS}
+        return {
+            name: keys
+            for name, keys in LightningCLI.subcommands().items()
+            if name in TRAINER_SUBCOMMANDS
+        }
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Add ``--output.*`` (the tutorial's output settings) and link image size/channels."""
@@ -157,5 +161,7 @@ def main(args: list[str] | None = None) -> Any:
     if argv and argv[0] in MODEL_SUBCOMMANDS:
         from ddpm_lightning.evaluation_command import evaluate
 
-        return CLI([export, sample, evaluate], args=argv, as_positional=False, description=DESCRIPTION)
+        return CLI(
+            [export, sample, evaluate], args=argv, as_positional=False, description=DESCRIPTION
+        )
     return run_lightning_cli(args)

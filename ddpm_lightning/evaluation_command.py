@@ -1,4 +1,4 @@
-"""``ddpm-lightning evaluate``: FID and KID per sampler, to pick the cheapest one that keeps quality."""
+"""``ddpm-lightning evaluate``: FID and KID per sampler, to pick the cheapest sampler."""
 
 from __future__ import annotations
 

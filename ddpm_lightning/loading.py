@@ -25,12 +25,22 @@ def load_checkpoint_module(path: str | os.PathLike) -> DDPMModule:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint at {str(path)!r}. Check the path (e.g. checkpoints/last.ckpt).")
+        raise FileNotFoundError(
+            f"No checkpoint at {str(path)!r}. Check the path (e.g. checkpoints/last.ckpt)."
+        )
     try:
         return DDPMModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, KeyError, ValueError) as error:
+    except (
+        RuntimeError,
+        pickle.UnpicklingError,
+        EOFError,
+        zipfile.BadZipFile,
+        KeyError,
+        ValueError,
+    ) as error:
         raise CheckpointError(
-            f"Could not read the checkpoint {str(path)!r} ({type(error).__name__}: {error}). The file "
+            f"Could not read the checkpoint {str(path)!r} ({type(error).__name__}: {error}). "
+            "The file "
             "is truncated, corrupt or not a ddpm_lightning checkpoint. Use another one, such as an "
             "earlier epoch's file in the same checkpoints folder."
         ) from error

@@ -26,7 +26,9 @@ class DiscsDataModule(ImageDataModule):
         for _ in range(64):
             image = Image.new("RGB", (48, 48))
             x, y, r = rng.integers(8, 40), rng.integers(8, 40), rng.integers(4, 12)
-            ImageDraw.Draw(image).ellipse((x - r, y - r, x + r, y + r), fill=tuple(rng.integers(64, 256, 3)))
+            ImageDraw.Draw(image).ellipse(
+                (x - r, y - r, x + r, y + r), fill=tuple(rng.integers(64, 256, 3))
+            )
             images.append(image)
         return datasets.Dataset.from_dict({"image": images}).cast_column("image", datasets.Image())
 
@@ -38,11 +40,27 @@ if __name__ == "__main__":
     args = parser.parse_args()
     L.seed_everything(0)
     data = DiscsDataModule(image_size=16, train_batch_size=16)
-    model = DDPMModule(image_size=16, block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
-                       learning_rate=1e-3, lr_warmup_steps=10)
-    outputs = TrainingOutputs(output_dir=args.output_dir, save_image_epochs=5, save_model_epochs=10,
-                              sampler="ddim", num_inference_steps=20, overwrite_output_dir=True,
-                              throughput_window=2)
-    trainer = L.Trainer(max_epochs=args.epochs, accelerator="cpu", callbacks=outputs.callbacks(),
-                        logger=outputs.logger())
+    model = DDPMModule(
+        image_size=16,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        norm_num_groups=8,
+        learning_rate=1e-3,
+        lr_warmup_steps=10,
+    )
+    outputs = TrainingOutputs(
+        output_dir=args.output_dir,
+        save_image_epochs=5,
+        save_model_epochs=10,
+        sampler="ddim",
+        num_inference_steps=20,
+        overwrite_output_dir=True,
+        throughput_window=2,
+    )
+    trainer = L.Trainer(
+        max_epochs=args.epochs,
+        accelerator="cpu",
+        callbacks=outputs.callbacks(),
+        logger=outputs.logger(),
+    )
     trainer.fit(model, data)

@@ -16,7 +16,9 @@ from ddpm_lightning.callbacks import TrainingOutputs
 on_cpu = "--cpu" in sys.argv
 if on_cpu:  # a tiny stand-in that runs anywhere: python examples/notebook_multi_gpu.py --cpu DIR
     data = ImageDataModule(data_dir=sys.argv[-1], image_size=16, train_batch_size=4)
-    model = DDPMModule(image_size=16, block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8)
+    model = DDPMModule(
+        image_size=16, block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8
+    )
 else:
     data = ButterfliesDataModule()  # the tutorial's data and 128 px UNet
     model = DDPMModule()

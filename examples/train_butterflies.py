@@ -25,7 +25,11 @@ if args.data_dir:
     data = ImageDataModule(data_dir=args.data_dir, image_size=args.image_size)
 else:
     data = ButterfliesDataModule(image_size=args.image_size)
-unet = {"block_out_channels": (32, 64), "layers_per_block": 1, "norm_num_groups": 8} if args.tiny else {}
+unet = (
+    {"block_out_channels": (32, 64), "layers_per_block": 1, "norm_num_groups": 8}
+    if args.tiny
+    else {}
+)
 model = DDPMModule(image_size=args.image_size, learning_rate=1e-4, lr_warmup_steps=500, **unet)
 outputs = TrainingOutputs(
     output_dir=args.output_dir,

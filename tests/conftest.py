@@ -41,7 +41,9 @@ def _isolated_hf_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     datasets.config.HF_DATASETS_CACHE = Path(os.environ["HF_DATASETS_CACHE"])
 
 
-def write_images(folder: Path, count: int, seed: int = 0, sizes: tuple = ((40, 30), (24, 50))) -> Path:
+def write_images(
+    folder: Path, count: int, seed: int = 0, sizes: tuple = ((40, 30), (24, 50))
+) -> Path:
     """Write ``count`` random RGB PNGs of the given (odd) sizes into ``folder``."""
     from PIL import Image
 

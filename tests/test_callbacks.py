@@ -64,7 +64,9 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_two_epochs_write_grids_pipeline_checkpoint_and_logs(tmp_path: Path, image_folder: Path) -> None:
+def test_two_epochs_write_grids_pipeline_checkpoint_and_logs(
+    tmp_path: Path, image_folder: Path
+) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tiny_run(tmp_path, image_folder)
@@ -75,7 +77,9 @@ def test_two_epochs_write_grids_pipeline_checkpoint_and_logs(tmp_path: Path, ima
     pipeline = DDPMPipeline.from_pretrained(run)
     assert pipeline.unet.config.sample_size == 16
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    events = EventAccumulator(str(next((run / "logs").glob("version_*"))), size_guidance={"images": 0})
+    events = EventAccumulator(
+        str(next((run / "logs").glob("version_*"))), size_guidance={"images": 0}
+    )
     events.Reload()
     tags = events.Tags()
     assert "samples" in tags["images"]
@@ -91,10 +95,14 @@ def test_grid_and_export_are_identical_for_two_runs_with_the_same_seed(
     tiny_run(tmp_path / "a", image_folder, max_epochs=1)
     tiny_run(tmp_path / "b", image_folder, max_epochs=1)
     for relative in ("samples/0000.png", "unet/diffusion_pytorch_model.safetensors"):
-        assert file_digest(tmp_path / "a" / "run" / relative) == file_digest(tmp_path / "b" / "run" / relative)
+        assert file_digest(tmp_path / "a" / "run" / relative) == file_digest(
+            tmp_path / "b" / "run" / relative
+        )
 
 
-def test_grid_uses_the_ema_weights_and_leaves_training_untouched(tmp_path: Path, image_folder: Path) -> None:
+def test_grid_uses_the_ema_weights_and_leaves_training_untouched(
+    tmp_path: Path, image_folder: Path
+) -> None:
     trainer, module, _ = tiny_run(tmp_path, image_folder, max_epochs=1, use_ema=True)
     # After fit, Lightning leaves the EMA weights in the module: the grid must match them.
     grid_callback = next(cb for cb in trainer.callbacks if isinstance(cb, SampleGridCallback))
@@ -111,17 +119,28 @@ def test_sampling_leaves_the_global_rng_alone(tmp_path: Path, image_folder: Path
             self.state = torch.get_rng_state()
 
     before, after = RecordRng(), RecordRng()
-    grid = SampleGridCallback(str(tmp_path / "run"), save_image_epochs=1, eval_batch_size=4,
-                              num_inference_steps=2)
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", callbacks=[before, grid, after],
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    trainer.fit(DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1),
-                ImageDataModule(data_dir=str(image_folder), image_size=16, train_batch_size=4))
+    grid = SampleGridCallback(
+        str(tmp_path / "run"), save_image_epochs=1, eval_batch_size=4, num_inference_steps=2
+    )
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        callbacks=[before, grid, after],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
+    trainer.fit(
+        DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1),
+        ImageDataModule(data_dir=str(image_folder), image_size=16, train_batch_size=4),
+    )
     assert grid.grid_path(0).is_file()
     assert torch.equal(before.state, after.state)
 
 
-def test_interrupted_export_leaves_the_previous_pipeline_intact(tmp_path: Path, image_folder: Path) -> None:
+def test_interrupted_export_leaves_the_previous_pipeline_intact(
+    tmp_path: Path, image_folder: Path
+) -> None:
     tiny_run(tmp_path, image_folder, max_epochs=1)
     run = tmp_path / "run"
     weights = run / "unet" / "diffusion_pytorch_model.safetensors"
@@ -133,7 +152,10 @@ def test_interrupted_export_leaves_the_previous_pipeline_intact(tmp_path: Path, 
         Path(save_directory, "unet", "diffusion_pytorch_model.safetensors").write_bytes(b"partial")
         raise RuntimeError("disk full")
 
-    with mock.patch.object(DDPMPipeline, "save_pretrained", crash_midway), pytest.raises(RuntimeError):
+    with (
+        mock.patch.object(DDPMPipeline, "save_pretrained", crash_midway),
+        pytest.raises(RuntimeError),
+    ):
         module.save_pretrained(run, overwrite=True)
     assert file_digest(weights) == before
     assert DDPMPipeline.from_pretrained(run).unet.config.sample_size == 16
@@ -159,15 +181,23 @@ def test_push_to_hub_after_each_export_without_checkpoints(
     uploads: list[dict] = []
 
     def fake_upload(self, *, repo_id, folder_path, commit_message, **kwargs):
-        files = sorted(str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*") if p.is_file())
+        files = sorted(
+            str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*") if p.is_file()
+        )
         card = Path(folder_path, "README.md").read_text()
-        uploads.append({"repo_id": repo_id, "files": files, "message": commit_message, "card": card})
+        uploads.append(
+            {"repo_id": repo_id, "files": files, "message": commit_message, "card": card}
+        )
 
-    with mock.patch.object(HfApi, "create_repo") as create_repo, mock.patch.object(
-        HfApi, "upload_folder", fake_upload
+    with (
+        mock.patch.object(HfApi, "create_repo") as create_repo,
+        mock.patch.object(HfApi, "upload_folder", fake_upload),
     ):
         tiny_run(
-            tmp_path, image_folder, push_to_hub=True, hub_model_id="someone/tiny-ddpm",
+            tmp_path,
+            image_folder,
+            push_to_hub=True,
+            hub_model_id="someone/tiny-ddpm",
             hub_private_repo=True,
         )
     create_repo.assert_called_once_with("someone/tiny-ddpm", private=True, exist_ok=True)
@@ -178,13 +208,20 @@ def test_push_to_hub_after_each_export_without_checkpoints(
         assert {"model_index.json", "README.md", f"samples/{epoch:04d}.png"} <= set(upload["files"])
         assert any(name.startswith("unet/") for name in upload["files"])
         assert f"samples/{epoch:04d}.png" in upload["card"]
-        assert "learning_rate" in upload["card"] and "DDPMPipeline.from_pretrained" in upload["card"]
+        assert (
+            "learning_rate" in upload["card"] and "DDPMPipeline.from_pretrained" in upload["card"]
+        )
 
 
-def test_push_to_hub_fails_fast_without_token(tmp_path: Path, image_folder: Path, monkeypatch) -> None:
+def test_push_to_hub_fails_fast_without_token(
+    tmp_path: Path, image_folder: Path, monkeypatch
+) -> None:
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr("ddpm_lightning.callbacks.push_to_hub.get_token", lambda: None)
-    with mock.patch.object(HfApi, "upload_folder") as upload, pytest.raises(HubPushError, match="token"):
+    with (
+        mock.patch.object(HfApi, "upload_folder") as upload,
+        pytest.raises(HubPushError, match="token"),
+    ):
         tiny_run(tmp_path, image_folder, push_to_hub=True, hub_model_id="someone/tiny-ddpm")
     upload.assert_not_called()
     assert not (tmp_path / "run" / "samples").exists()  # stopped before any training
@@ -194,8 +231,9 @@ def test_push_to_hub_fails_fast_when_the_repo_cannot_be_created(
     tmp_path: Path, image_folder: Path, monkeypatch
 ) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
-    with mock.patch.object(HfApi, "create_repo", side_effect=OSError("403 Forbidden")), pytest.raises(
-        HubPushError, match="someone/tiny-ddpm"
+    with (
+        mock.patch.object(HfApi, "create_repo", side_effect=OSError("403 Forbidden")),
+        pytest.raises(HubPushError, match="someone/tiny-ddpm"),
     ):
         tiny_run(tmp_path, image_folder, push_to_hub=True, hub_model_id="someone/tiny-ddpm")
     assert not (tmp_path / "run" / "samples").exists()
@@ -208,16 +246,27 @@ def test_push_needs_an_export_callback() -> None:
 
 
 def test_prediction_writer_writes_pngs_and_never_overwrites(tmp_path: Path) -> None:
-    module = DDPMModule(image_size=16, **TINY_UNET, num_inference_steps=2, num_predict_images=5,
-                        predict_batch_size=2)
+    module = DDPMModule(
+        image_size=16,
+        **TINY_UNET,
+        num_inference_steps=2,
+        num_predict_images=5,
+        predict_batch_size=2,
+    )
     writer = PNGPredictionWriter(output_dir=str(tmp_path / "pred"))
-    trainer = L.Trainer(accelerator="cpu", callbacks=[writer], logger=False, enable_progress_bar=False)
+    trainer = L.Trainer(
+        accelerator="cpu", callbacks=[writer], logger=False, enable_progress_bar=False
+    )
     trainer.predict(module, return_predictions=False)
     files = sorted(p.name for p in (tmp_path / "pred").iterdir())
     assert files == [f"{i:05d}.png" for i in range(5)]
     assert Image.open(tmp_path / "pred" / "00000.png").size == (16, 16)
-    trainer = L.Trainer(accelerator="cpu", callbacks=[PNGPredictionWriter(str(tmp_path / "pred"))],
-                        logger=False, enable_progress_bar=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        callbacks=[PNGPredictionWriter(str(tmp_path / "pred"))],
+        logger=False,
+        enable_progress_bar=False,
+    )
     with pytest.raises(FileExistsError, match="already exists"):
         trainer.predict(module, return_predictions=False)
 

@@ -86,7 +86,9 @@ def test_print_config_shows_the_tutorials_values(capsys: pytest.CaptureFixture) 
         assert expected in printed, expected
 
 
-@pytest.mark.parametrize("command", [["--help"], ["fit", "--help"], ["export", "--help"], ["sample", "--help"]])
+@pytest.mark.parametrize(
+    "command", [["--help"], ["fit", "--help"], ["export", "--help"], ["sample", "--help"]]
+)
 def test_help(command: list[str], capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(command)
@@ -96,11 +98,19 @@ def test_help(command: list[str], capsys: pytest.CaptureFixture) -> None:
 
 def test_fit_then_export_then_sample_end_to_end(tmp_path: Path, image_folder: Path) -> None:
     run = tmp_path / "run"
-    main([
-        "fit", *TINY_OVERRIDES, "--model=DDPMModule", "--data=ImageDataModule",
-        f"--data.init_args.data_dir={image_folder}", f"--output.output_dir={run}",
-        "--trainer.max_epochs=1", "--output.save_image_epochs=1", "--output.save_model_epochs=1",
-    ])
+    main(
+        [
+            "fit",
+            *TINY_OVERRIDES,
+            "--model=DDPMModule",
+            "--data=ImageDataModule",
+            f"--data.init_args.data_dir={image_folder}",
+            f"--output.output_dir={run}",
+            "--trainer.max_epochs=1",
+            "--output.save_image_epochs=1",
+            "--output.save_model_epochs=1",
+        ]
+    )
     checkpoint = run / "checkpoints" / "last.ckpt"
     exported = tmp_path / "exported"
     main(["export", f"--ckpt_path={checkpoint}", f"--output_dir={exported}"])
@@ -113,27 +123,55 @@ def test_fit_then_export_then_sample_end_to_end(tmp_path: Path, image_folder: Pa
 
     for source in (checkpoint, exported):
         out = tmp_path / f"samples-{Path(source).name}"
-        main(["sample", f"--source={source}", f"--output_dir={out}", "--num_images=3",
-              "--sampler=dpm-solver++", "--num_inference_steps=3", "--batch_size=2"])
+        main(
+            [
+                "sample",
+                f"--source={source}",
+                f"--output_dir={out}",
+                "--num_images=3",
+                "--sampler=dpm-solver++",
+                "--num_inference_steps=3",
+                "--batch_size=2",
+            ]
+        )
         assert Image.open(out / "00002.png").size == (16, 16)
         assert Image.open(out / "grid.png").size == (32, 32)  # 3 images in a 2 x 2 grid
-    same = [(tmp_path / f"samples-{name}" / "00001.png").read_bytes() for name in ("last.ckpt", "exported")]
+    same = [
+        (tmp_path / f"samples-{name}" / "00001.png").read_bytes()
+        for name in ("last.ckpt", "exported")
+    ]
     assert same[0] == same[1]
     with pytest.raises(FileExistsError):
-        main(["sample", f"--source={exported}", f"--output_dir={tmp_path / 'samples-exported'}",
-              "--num_images=3", "--num_inference_steps=3"])
+        main(
+            [
+                "sample",
+                f"--source={exported}",
+                f"--output_dir={tmp_path / 'samples-exported'}",
+                "--num_images=3",
+                "--num_inference_steps=3",
+            ]
+        )
 
 
 def test_predict_writes_pngs(tmp_path: Path, image_folder: Path) -> None:
     pretrained = tiny_pipeline(tmp_path / "pretrained")
-    main([
-        "predict", *TINY_OVERRIDES, "--model=DDPMModule", "--data=ImageDataModule",
-        f"--data.init_args.data_dir={image_folder}", f"--output.output_dir={tmp_path / 'run'}",
-        f"--model.init_args.pretrained_model_name_or_path={pretrained}",
-        "--model.init_args.num_predict_images=3", "--model.init_args.num_inference_steps=2",
-    ])
+    main(
+        [
+            "predict",
+            *TINY_OVERRIDES,
+            "--model=DDPMModule",
+            "--data=ImageDataModule",
+            f"--data.init_args.data_dir={image_folder}",
+            f"--output.output_dir={tmp_path / 'run'}",
+            f"--model.init_args.pretrained_model_name_or_path={pretrained}",
+            "--model.init_args.num_predict_images=3",
+            "--model.init_args.num_inference_steps=2",
+        ]
+    )
     assert sorted(p.name for p in (tmp_path / "run" / "predictions").iterdir()) == [
-        "00000.png", "00001.png", "00002.png"
+        "00000.png",
+        "00001.png",
+        "00002.png",
     ]
 
 
@@ -145,7 +183,13 @@ def test_corrupt_checkpoint_and_wrong_paths_get_clear_errors(tmp_path: Path) -> 
     with pytest.raises(CheckpointError, match="corrupt"):
         main(["export", f"--ckpt_path={corrupt}", f"--output_dir={tmp_path / 'out'}"])
     with pytest.raises(FileNotFoundError, match="No checkpoint"):
-        main(["export", f"--ckpt_path={tmp_path / 'missing.ckpt'}", f"--output_dir={tmp_path / 'out'}"])
+        main(
+            [
+                "export",
+                f"--ckpt_path={tmp_path / 'missing.ckpt'}",
+                f"--output_dir={tmp_path / 'out'}",
+            ]
+        )
     with pytest.raises(FileNotFoundError, match="not a diffusers pipeline"):
         main(["sample", f"--source={tmp_path}", f"--output_dir={tmp_path / 'out'}"])
     assert not (tmp_path / "out").exists()

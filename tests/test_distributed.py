@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-import pytest
 import torch
 from diffusers import DDPMPipeline
 
@@ -27,15 +26,25 @@ class RecordRank(L.Callback):
         self.seen.extend(batch["images"].double().sum(dim=(1, 2, 3)).tolist())
 
     def on_train_end(self, trainer, pl_module):
-        state = {name: value.detach().clone() for name, value in pl_module.unet.state_dict().items()}
-        torch.save({"seen": self.seen, "state": state, "world_size": trainer.world_size},
-                   self.folder / f"rank{trainer.global_rank}.pt")
+        state = {
+            name: value.detach().clone() for name, value in pl_module.unet.state_dict().items()
+        }
+        torch.save(
+            {"seen": self.seen, "state": state, "world_size": trainer.world_size},
+            self.folder / f"rank{trainer.global_rank}.pt",
+        )
 
 
 def test_two_process_ddp_on_cpu(tmp_path: Path, image_folder: Path) -> None:
     outputs = TrainingOutputs(
-        output_dir=str(tmp_path / "run"), save_image_epochs=1, save_model_epochs=1,
-        eval_batch_size=4, sampler="ddim", num_inference_steps=2, use_ema=True, throughput_window=2,
+        output_dir=str(tmp_path / "run"),
+        save_image_epochs=1,
+        save_model_epochs=1,
+        eval_batch_size=4,
+        sampler="ddim",
+        num_inference_steps=2,
+        use_ema=True,
+        throughput_window=2,
     )
     L.seed_everything(0)
     trainer = L.Trainer(
@@ -62,7 +71,10 @@ def test_two_process_ddp_on_cpu(tmp_path: Path, image_folder: Path) -> None:
     assert len(first_epoch[0]) == len(first_epoch[1]) == 6
     assert not first_epoch[0] & first_epoch[1]
     # One grid per epoch and one pipeline, written once.
-    assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == ["0000.png", "0001.png"]
+    assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == [
+        "0000.png",
+        "0001.png",
+    ]
     assert DDPMPipeline.from_pretrained(tmp_path / "run").unet.config.sample_size == 16
     assert not list((tmp_path / "run").glob(".export-*"))
 
@@ -80,16 +92,25 @@ class PerImageNoise(DDPMModule):
         return torch.stack(noises).to(images), torch.cat(timesteps).to(images.device)
 
 
-def train_with_batches(image_folder: Path, batch_size: int, accumulate: int) -> tuple[DDPMModule, EMA]:
+def train_with_batches(
+    image_folder: Path, batch_size: int, accumulate: int
+) -> tuple[DDPMModule, EMA]:
     L.seed_everything(0)
     ema = EMA(decay=0.9)
     module = PerImageNoise(image_size=16, **TINY_UNET, lr_warmup_steps=2, learning_rate=1e-3)
     trainer = L.Trainer(
-        max_epochs=2, accelerator="cpu", accumulate_grad_batches=accumulate, callbacks=[ema],
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        max_epochs=2,
+        accelerator="cpu",
+        accumulate_grad_batches=accumulate,
+        callbacks=[ema],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
-    datamodule = ImageDataModule(data_dir=str(image_folder), image_size=16, train_batch_size=batch_size,
-                                 random_flip=False)
+    datamodule = ImageDataModule(
+        data_dir=str(image_folder), image_size=16, train_batch_size=batch_size, random_flip=False
+    )
     trainer.fit(module, datamodule)
     assert trainer.global_step == 4  # 2 epochs x 12 images / 6 per optimizer step
     assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 4
@@ -102,4 +123,8 @@ def test_accumulating_two_batches_of_three_equals_one_batch_of_six(image_folder:
     # After fit the module holds the EMA weights; the EMA updated once per optimizer step.
     for (name, a), b in zip(accumulated.unet.named_parameters(), single.unet.parameters()):
         assert torch.allclose(a, b, atol=1e-5), name
-    assert int(accumulated_ema._average_model.n_averaged) == int(single_ema._average_model.n_averaged) == 4
+    assert (
+        int(accumulated_ema._average_model.n_averaged)
+        == int(single_ema._average_model.n_averaged)
+        == 4
+    )

@@ -434,7 +434,10 @@ def test_two_ranks_give_the_one_process_value(
 
 
 def test_evaluate_command_prints_a_table_per_sampler(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smooth_folder: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    smooth_folder: Path,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     import torch_fidelity.feature_extractor_inceptionv3 as inception
 
@@ -442,17 +445,28 @@ def test_evaluate_command_prints_a_table_per_sampler(
 
     with monkeypatch.context() as patch:  # random weights stand in for the real download
         patch.setattr(inception, "load_state_dict_from_url", lambda *args, **kwargs: None)
-        patch.setattr(inception.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None)
+        patch.setattr(
+            inception.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None
+        )
         weights = tmp_path / "weights-inception-2015-12-05-6726825d.pth"
         torch.save(build_feature_extractor(feature=64).state_dict(), weights)
     monkeypatch.setattr(inception, "load_state_dict_from_url", offline)
     pipeline = tmp_path / "pipeline"
     DDPMModule(image_size=16, **TINY_UNET).save_pretrained(pipeline)
-    rows = main([
-        "evaluate", f"--source={pipeline}", f"--data_dir={smooth_folder}", "--samplers=[ddim:2, unipc:3]",
-        "--num_images=4", "--feature=64", f"--feature_extractor_weights_path={weights}",
-        f"--cache_dir={tmp_path / 'cache'}", "--device=cpu", "--batch_size=4",
-    ])
+    rows = main(
+        [
+            "evaluate",
+            f"--source={pipeline}",
+            f"--data_dir={smooth_folder}",
+            "--samplers=[ddim:2, unipc:3]",
+            "--num_images=4",
+            "--feature=64",
+            f"--feature_extractor_weights_path={weights}",
+            f"--cache_dir={tmp_path / 'cache'}",
+            "--device=cpu",
+            "--batch_size=4",
+        ]
+    )
     assert [(row["sampler"], row["steps"]) for row in rows] == [("ddim", 2), ("unipc", 3)]
     assert all(row["fid"] > 0 for row in rows)
     printed = capsys.readouterr().out

@@ -25,25 +25,47 @@ class RecordLosses(L.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
-def train_and_sample(tmp_path: Path, image_folder: Path, precision: str, accelerator: str) -> RecordLosses:
+def train_and_sample(
+    tmp_path: Path, image_folder: Path, precision: str, accelerator: str
+) -> RecordLosses:
     L.seed_everything(0)
     losses = RecordLosses()
-    outputs = TrainingOutputs(output_dir=str(tmp_path / "run"), save_image_epochs=1, save_model_epochs=1,
-                              eval_batch_size=4, sampler="ddim", num_inference_steps=3, use_ema=True,
-                              throughput_window=2)
-    trainer = L.Trainer(max_epochs=2, accelerator=accelerator, devices=1, precision=precision,
-                        callbacks=[*outputs.callbacks(), losses], logger=outputs.logger(),
-                        enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1),
-                ImageDataModule(data_dir=str(image_folder), image_size=16, train_batch_size=4))
+    outputs = TrainingOutputs(
+        output_dir=str(tmp_path / "run"),
+        save_image_epochs=1,
+        save_model_epochs=1,
+        eval_batch_size=4,
+        sampler="ddim",
+        num_inference_steps=3,
+        use_ema=True,
+        throughput_window=2,
+    )
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        callbacks=[*outputs.callbacks(), losses],
+        logger=outputs.logger(),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(
+        DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1),
+        ImageDataModule(data_dir=str(image_folder), image_size=16, train_batch_size=4),
+    )
     assert losses.losses and all(np.isfinite(losses.losses))
     for epoch in (0, 1):
         grid = np.asarray(Image.open(tmp_path / "run" / "samples" / f"{epoch:04d}.png"))
         assert grid.std() > 0  # not a black (or uniform) grid
     pipeline = DDPMPipeline.from_pretrained(tmp_path / "run")
     assert all(torch.isfinite(p).all() for p in pipeline.unet.parameters())
-    images = pipeline(batch_size=2, num_inference_steps=3, output_type="np",
-                      generator=torch.Generator().manual_seed(0)).images
+    images = pipeline(
+        batch_size=2,
+        num_inference_steps=3,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images
     assert np.isfinite(images).all()
     # Resuming restores the precision plugin's state (the GradScaler's, for 16-mixed).
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)

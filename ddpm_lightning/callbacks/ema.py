@@ -10,8 +10,10 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import WeightAveraging
 
 
-def ema_decay(step: int, max_decay: float, use_warmup: bool, inv_gamma: float, power: float) -> float:
-    """diffusers' ``EMAModel`` decay after ``step`` updates: 1 - (1 + step / inv_gamma) ** -power.
+def ema_decay(
+    step: int, max_decay: float, use_warmup: bool, inv_gamma: float, power: float
+) -> float:
+    """Diffusers' ``EMAModel`` decay after ``step`` updates: 1 - (1 + step / inv_gamma) ** -power.
 
     Capped at ``max_decay``; without warm-up the decay is ``max_decay`` from the first update.
     """

@@ -26,15 +26,26 @@ _CARD_SETTINGS = (
 
 def training_settings(trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
     """The settings a reader needs to reproduce the run, from the module, data and Trainer."""
-    settings = {key: pl_module.hparams.get(key) for key in _CARD_SETTINGS if key in pl_module.hparams}
+    settings = {
+        key: pl_module.hparams.get(key) for key in _CARD_SETTINGS if key in pl_module.hparams
+    }
     datamodule = getattr(trainer, "datamodule", None)
-    for key in ("dataset_name", "data_dir", "split", "train_batch_size", "random_flip", "center_crop"):
+    for key in (
+        "dataset_name",
+        "data_dir",
+        "split",
+        "train_batch_size",
+        "random_flip",
+        "center_crop",
+    ):
         if hasattr(datamodule, key):
             settings[key] = getattr(datamodule, key)
     settings["devices x nodes"] = f"{trainer.num_devices} x {trainer.num_nodes}"
     settings["accumulate_grad_batches"] = trainer.accumulate_grad_batches
     settings["precision"] = trainer.precision
-    settings["ema"] = any(type(cb).__name__ in ("EMA", "EMAWeightAveraging") for cb in trainer.callbacks)
+    settings["ema"] = any(
+        type(cb).__name__ in ("EMA", "EMAWeightAveraging") for cb in trainer.callbacks
+    )
     return settings
 
 

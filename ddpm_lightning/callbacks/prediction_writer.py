@@ -50,5 +50,7 @@ class PNGPredictionWriter(BasePredictionWriter):
                     "overwrite=True to replace the images of the earlier run."
                 )
             pixels = image.permute(1, 2, 0).numpy()
-            save_png_atomically(Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels), path)
+            save_png_atomically(
+                Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels), path
+            )
             self.written.append(path)

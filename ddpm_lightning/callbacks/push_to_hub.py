@@ -41,7 +41,9 @@ class PushToHubCallback(Callback):
         self, hub_model_id: str, hub_private_repo: bool = False, token: str | None = None
     ) -> None:
         if not hub_model_id or "/" not in hub_model_id:
-            raise ValueError(f"hub_model_id must look like 'user/model-name', got {hub_model_id!r}.")
+            raise ValueError(
+                f"hub_model_id must look like 'user/model-name', got {hub_model_id!r}."
+            )
         self.hub_model_id = hub_model_id
         self.hub_private_repo = hub_private_repo
         self._token = token
@@ -146,7 +148,10 @@ def _snapshot(folder: Path, grid: Path | None, card: str) -> Path:
     log or stray file of the output folder can reach the Hub.
     """
     snapshot = Path(tempfile.mkdtemp(prefix="ddpm-lightning-push-"))
-    entries = [PIPELINE_MARKER, *(name for name in ("unet", "scheduler") if (folder / name).exists())]
+    entries = [
+        PIPELINE_MARKER,
+        *(name for name in ("unet", "scheduler") if (folder / name).exists()),
+    ]
     for name in entries:
         source = folder / name
         if source.is_dir():

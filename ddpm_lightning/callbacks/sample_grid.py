@@ -129,7 +129,9 @@ class SampleGridCallback(Callback):
         if not is_due(trainer, self.save_image_epochs):
             return
         seeds = [self.seed + i for i in range(self.eval_batch_size)]
-        images = sample_on_all_ranks(trainer, pl_module, seeds, self.num_inference_steps, self.sampler)
+        images = sample_on_all_ranks(
+            trainer, pl_module, seeds, self.num_inference_steps, self.sampler
+        )
         if trainer.is_global_zero:
             grid = make_grid(images.cpu(), nrow=self.cols, padding=0)
             self._write(trainer, grid, trainer.current_epoch)

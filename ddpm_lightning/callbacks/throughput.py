@@ -27,7 +27,9 @@ class ImageThroughputMonitor(ThroughputMonitor):
         super().__init__(batch_size_fn=_images_in, window_size=window_size)
         self.flops_per_image = flops_per_image
 
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         """Tell Lightning the batch's FLOPs (if known) before it updates the throughput."""
         flops = self.flops_per_image
         pl_module.flops_per_batch = None if flops is None else flops * _images_in(batch)

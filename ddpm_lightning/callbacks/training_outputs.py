@@ -70,7 +70,9 @@ class TrainingOutputs:
     ) -> None:
         check_sampler_name(sampler)
         if throughput_window < 2:
-            raise ValueError(f"throughput_window must be at least 2 batches, got {throughput_window}.")
+            raise ValueError(
+                f"throughput_window must be at least 2 batches, got {throughput_window}."
+            )
         self.output_dir = Path(output_dir)
         self.save_image_epochs = save_image_epochs
         self.save_model_epochs = save_model_epochs

@@ -4,4 +4,9 @@ from ddpm_lightning.data.butterflies import ButterfliesDataModule
 from ddpm_lightning.data.image_datamodule import DatasetUnavailableError, ImageDataModule
 from ddpm_lightning.data.image_decoding import CorruptImageError
 
-__all__ = ["ButterfliesDataModule", "CorruptImageError", "DatasetUnavailableError", "ImageDataModule"]
+__all__ = [
+    "ButterfliesDataModule",
+    "CorruptImageError",
+    "DatasetUnavailableError",
+    "ImageDataModule",
+]

@@ -98,6 +98,9 @@ class ImageDataModule(LightningDataModule):
         self.val_dataset: PixelDataset | None = None
         self._flip_generator = torch.Generator()
         self._flip_epoch: int | None = None
+        if val_fraction == 0:
+            # No held-out images: hide the hook so the Trainer runs no (empty) validation loop.
+            self.val_dataloader = None  # type: ignore[method-assign]
 
     # ----------------------------------------------------------------- the subclassing hook
     def load_dataset(self) -> datasets.Dataset:
@@ -113,7 +116,9 @@ class ImageDataModule(LightningDataModule):
                 "imagefolder", data_dir=self.data_dir, split=self.split, cache_dir=self.cache_dir
             )
         try:
-            return datasets.load_dataset(self.dataset_name, split=self.split, cache_dir=self.cache_dir)
+            return datasets.load_dataset(
+                self.dataset_name, split=self.split, cache_dir=self.cache_dir
+            )
         except Exception as error:  # datasets raises many types for "not reachable"
             raise DatasetUnavailableError(
                 f"Could not load the dataset {self.dataset_name!r} (split {self.split!r}) from "
@@ -158,10 +163,8 @@ class ImageDataModule(LightningDataModule):
         return self._loader(dataset, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
-        """Held-out images in a fixed order (empty when ``val_fraction`` is 0)."""
-        if self.val_dataset is None:
-            return []  # type: ignore[return-value]
-        return self._loader(self.val_dataset, sampler=None)
+        """Held-out images in a fixed order (only when ``val_fraction`` > 0)."""
+        return self._loader(self._require(self.val_dataset), sampler=None)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Flip (training only) and scale uint8 pixels to [-1, 1] on the batch's device."""

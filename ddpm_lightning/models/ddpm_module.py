@@ -186,12 +186,24 @@ class DDPMModule(LightningModule):
             hyper_parameters["pretrained_model_name_or_path"] = None
             hyper_parameters["unet_kwargs"] = dict(self.unet.config)
             hyper_parameters["scheduler_kwargs"] = dict(self.noise_scheduler.config)
-            for key in ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
-                        "prediction_type", "variance_type", "clip_sample"):
+            for key in (
+                "num_train_timesteps",
+                "beta_schedule",
+                "beta_start",
+                "beta_end",
+                "prediction_type",
+                "variance_type",
+                "clip_sample",
+            ):
                 hyper_parameters[key] = self.noise_scheduler.config[key]
                 hyper_parameters["scheduler_kwargs"].pop(key, None)
-            for key in ("block_out_channels", "layers_per_block", "norm_num_groups",
-                        "down_block_types", "up_block_types"):
+            for key in (
+                "block_out_channels",
+                "layers_per_block",
+                "norm_num_groups",
+                "down_block_types",
+                "up_block_types",
+            ):
                 hyper_parameters[key] = self.unet.config[key]
 
     # ------------------------------------------------------------------ training
@@ -283,7 +295,9 @@ class DDPMModule(LightningModule):
         generator = torch.Generator().manual_seed(self.hparams.seed * 100_003 + batch_idx)
         noise = torch.randn(images.shape, generator=generator).to(images)
         timesteps = torch.randint(
-            0, self.noise_scheduler.config.num_train_timesteps, (images.shape[0],),
+            0,
+            self.noise_scheduler.config.num_train_timesteps,
+            (images.shape[0],),
             generator=generator,
         ).to(images.device)
         loss = self.diffusion_loss(images, noise, timesteps)
@@ -350,7 +364,7 @@ class DDPMModule(LightningModule):
         """Sample images with the current weights; the global RNG is never touched.
 
         With the ``ddpm`` sampler this gives exactly the images of
-        ``DDPMPipeline(unet, scheduler)(num_images, generator=torch.Generator().manual_seed(seed))``.
+        ``DDPMPipeline(unet, scheduler)(num_images, generator=Generator().manual_seed(seed))``.
 
         Args:
             num_images: how many images, sampled as one batch.
