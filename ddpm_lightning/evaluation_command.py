@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from ddpm_lightning.callbacks.fid import DEFAULT_CACHE_DIR, InceptionFeature
 from ddpm_lightning.data import ImageDataModule
-from ddpm_lightning.evaluation import evaluate_samplers, format_table
 from ddpm_lightning.loading import load_module
+from ddpm_lightning.quality import (
+    DEFAULT_CACHE_DIR,
+    InceptionFeature,
+    evaluate_samplers,
+    format_table,
+)
 
 
 def parse_sampler_steps(spec: str) -> tuple[str, int]:

@@ -20,16 +20,17 @@ from torch import nn
 
 from ddpm_lightning import DDPMModule, ImageDataModule
 from ddpm_lightning.callbacks import EMA
-from ddpm_lightning.callbacks.fid import (
+from ddpm_lightning.callbacks.fid import FIDCallback
+from ddpm_lightning.quality import (
     FeatureExtractorUnavailableError,
-    FIDCallback,
     SampleQualityEvaluator,
     build_feature_extractor,
+    evaluate_samplers,
     feature_extractor_id,
+    format_table,
     real_image_batches,
     shard,
 )
-from ddpm_lightning.evaluation import evaluate_samplers, format_table
 
 from .conftest import TINY_UNET
 

@@ -12,16 +12,15 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch import nn
 
-from ddpm_lightning.callbacks.fid import (
-    DEFAULT_CACHE_DIR,
+from ddpm_lightning.models.ddpm_module import DDPMModule
+from ddpm_lightning.quality.evaluator import SampleQualityEvaluator
+from ddpm_lightning.quality.feature_extractors import (
     InceptionFeature,
-    RealImages,
-    SampleQualityEvaluator,
     build_feature_extractor,
-    dataset_identity,
     feature_extractor_id,
 )
-from ddpm_lightning.models.ddpm_module import DDPMModule
+from ddpm_lightning.quality.real_images import RealImages, dataset_identity
+from ddpm_lightning.quality.statistics_cache import DEFAULT_CACHE_DIR
 from ddpm_lightning.sampling import check_sampler_name
 
 Precision = Literal["32", "bf16-mixed", "16-mixed"]

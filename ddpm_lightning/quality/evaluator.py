@@ -1,0 +1,194 @@
+"""FID/KID of a module's samples against real images, without a Trainer."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from ddpm_lightning.quality.feature_extractors import (
+    count_features,
+    extract_features,
+    feature_extractor_id,
+)
+from ddpm_lightning.quality.metrics import SampleQualityMetrics, _gather_rows, _identity, shard
+from ddpm_lightning.quality.real_images import (
+    RealImages,
+    _pixels_digest,
+    _real_batch,
+    real_image_batches,
+)
+from ddpm_lightning.quality.statistics_cache import (
+    _CACHE_VERSION,
+    DEFAULT_CACHE_DIR,
+    _cache_path,
+    _load_cache,
+    _save_atomically,
+)
+from ddpm_lightning.sampling import to_uint8
+
+
+class SampleQualityEvaluator:
+    """FID/KID of a module's samples against real images: the work behind :class:`FIDCallback`.
+
+    Trainer-free, so :func:`ddpm_lightning.quality.evaluate_samplers` uses it too. Real
+    statistics are computed once (sharded over ranks) and cached; generation is sharded by seed.
+
+    Args:
+        feature_extractor: the network mapping uint8 (N, 3, H, W) images to features.
+        feature_extractor_id: identifies the features in the cache key.
+        cache_dir: where real statistics are cached (None: no cache).
+        kid_subsets: KID subsets averaged.
+        kid_subset_size: images per KID subset (None: the smaller of 100 and the image counts).
+        kid_seed: seeds KID's subset draws.
+        sync_on_compute: gather metric states across ranks (True under DDP).
+    """
+
+    def __init__(
+        self,
+        feature_extractor: nn.Module,
+        feature_extractor_id: str | None = None,
+        cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR,
+        kid_subsets: int = 100,
+        kid_subset_size: int | None = None,
+        kid_seed: int = 0,
+        sync_on_compute: bool = True,
+    ) -> None:
+        self.extractor = feature_extractor
+        self.extractor_id = feature_extractor_id
+        self.cache_dir = cache_dir
+        self.kid_subsets = kid_subsets
+        self.kid_subset_size = kid_subset_size
+        self.kid_seed = kid_seed
+        self.sync_on_compute = sync_on_compute
+        self.metrics: SampleQualityMetrics | None = None
+        self.num_real = 0
+        self.cache_file: Path | None = None
+
+    @property
+    def num_features(self) -> int:
+        """The feature size (known after :meth:`prepare`)."""
+        return self._require_metrics().num_features
+
+    def prepare(
+        self,
+        real_images: RealImages,
+        identity: dict[str, Any],
+        device: torch.device | str = "cpu",
+        max_real_images: int | None = None,
+        batch_size: int = 64,
+        rank: int = 0,
+        world_size: int = 1,
+        broadcast: Callable[[Any], Any] = _identity,
+    ) -> bool:
+        """Load or compute the real statistics; every rank calls this. True on a cache hit.
+
+        Args:
+            real_images: uint8 images, as a tensor or a dataset of (C, H, W) tensors.
+            identity: the dataset part of the cache key (see :func:`dataset_identity`).
+            device: where the extractor and the metric states live.
+            max_real_images: use only the first this many real images.
+            batch_size: real images per extractor call.
+            rank: this process's global rank.
+            world_size: the number of processes.
+            broadcast: sends rank 0's object to every rank (the strategy's ``broadcast``).
+        """
+        device = torch.device(device)
+        num_real = len(real_images)
+        if max_real_images is not None:
+            num_real = min(num_real, max_real_images)
+        if num_real < 2:
+            raise ValueError(f"FID needs at least 2 real images, got {num_real}.")
+        self.extractor.to(device)
+        image_shape = tuple(_real_batch(real_images, [0]).shape[1:])
+        num_features = count_features(self.extractor, image_shape, device)
+        extractor_id = self.extractor_id or feature_extractor_id(self.extractor, num_features)
+        self.metrics = SampleQualityMetrics(
+            num_features,
+            self.kid_subsets,
+            self.kid_subset_size,
+            self.kid_seed,
+            self.sync_on_compute,
+        ).to(device)
+        self.num_real = num_real
+
+        cached, path, key = None, None, {}
+        if rank == 0 and self.cache_dir is not None:
+            key = {
+                "version": _CACHE_VERSION,
+                "dataset": identity,
+                "image_shape": list(image_shape),
+                "num_real_images": num_real,
+                "pixels_digest": _pixels_digest(real_images, num_real),
+                "feature_extractor": extractor_id,
+            }
+            path = _cache_path(self.cache_dir, key)
+            cached = _load_cache(path, key)
+        self.cache_file = path
+        if broadcast(cached is not None):
+            self.metrics.load_real_states(cached)
+            rank_zero_info(f"FID/KID: real statistics of {num_real} images loaded from {path}.")
+            return True
+
+        my_share = shard(num_real, rank, world_size)
+        local = self._features(real_image_batches(real_images, my_share, batch_size))
+        features = _gather_rows(local, world_size)
+        self.metrics.set_real(features if rank == 0 else None)
+        if rank == 0 and path is not None:
+            payload = {"key": json.dumps(key, sort_keys=True), **self.metrics.real_states()}
+            _save_atomically(path, payload)
+            rank_zero_info(f"FID/KID: real statistics of {num_real} images cached in {path}.")
+        return False
+
+    def score(self, fake_batches: Iterable[Tensor], num_images: int) -> dict[str, float]:
+        """FID/KID of this rank's uint8 fake batches; ``num_images`` counts all ranks' images."""
+        metrics = self._require_metrics()
+        metrics.add_fake(self._features(fake_batches))
+        return metrics.compute(self.num_real, num_images)
+
+    def evaluate(
+        self,
+        module: LightningModule,
+        seeds: list[int],
+        num_images: int,
+        sampler: str,
+        num_inference_steps: int,
+        batch_size: int = 64,
+        generation_context: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    ) -> dict[str, float]:
+        """Generate this rank's ``seeds`` with ``module.generate_from_seeds`` and score them.
+
+        Each image depends only on its seed, so the value does not depend on the batch size
+        or on how the seeds are split across ranks.
+        """
+
+        def generated() -> Iterator[Tensor]:
+            for start in range(0, len(seeds), batch_size):
+                with generation_context():
+                    images = module.generate_from_seeds(
+                        seeds[start : start + batch_size], num_inference_steps, sampler
+                    )
+                yield to_uint8(images)
+
+        return self.score(generated(), num_images)
+
+    def _features(self, batches: Iterable[Tensor]) -> Tensor:
+        device = self._require_metrics().fid.device
+        features = [extract_features(self.extractor, batch.to(device)) for batch in batches]
+        if not features:
+            return torch.empty(0, self.num_features, device=device)
+        return torch.cat(features)
+
+    def _require_metrics(self) -> SampleQualityMetrics:
+        if self.metrics is None:
+            raise RuntimeError("Call prepare() with the real images first.")
+        return self.metrics
