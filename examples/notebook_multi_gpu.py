@@ -3,7 +3,8 @@
 Paste into Jupyter cells. Everything, the Trainer included, is created in the notebook process;
 ``strategy="ddp_notebook"`` forks one process per GPU when ``fit`` runs. Do not touch CUDA
 (e.g. ``torch.cuda.is_available()`` is fine, ``tensor.cuda()`` is not) before ``fit``.
-On a machine without GPUs, run it with ``--cpu`` to try the same code on two CPU processes.
+On a machine without GPUs, try the same code on two CPU processes:
+``python examples/notebook_multi_gpu.py --cpu path/to/images [output_dir]``.
 """
 
 import sys
@@ -14,8 +15,9 @@ from ddpm_lightning import ButterfliesDataModule, DDPMModule, ImageDataModule
 from ddpm_lightning.callbacks import TrainingOutputs
 
 on_cpu = "--cpu" in sys.argv
-if on_cpu:  # a tiny stand-in that runs anywhere: python examples/notebook_multi_gpu.py --cpu DIR
-    data = ImageDataModule(data_dir=sys.argv[-1], image_size=16, train_batch_size=4)
+cpu_args = sys.argv[sys.argv.index("--cpu") + 1 :] if on_cpu else []
+if on_cpu:  # a tiny stand-in that runs anywhere
+    data = ImageDataModule(data_dir=cpu_args[0], image_size=16, train_batch_size=4)
     model = DDPMModule(
         image_size=16, block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8
     )
@@ -23,7 +25,7 @@ else:
     data = ButterfliesDataModule()  # the tutorial's data and 128 px UNet
     model = DDPMModule()
 outputs = TrainingOutputs(
-    output_dir="outputs/notebook-ddp",
+    output_dir=cpu_args[1] if len(cpu_args) > 1 else "outputs/notebook-ddp",
     save_image_epochs=1 if on_cpu else 10,
     eval_batch_size=4 if on_cpu else 16,
     sampler="ddim" if on_cpu else "ddpm",
