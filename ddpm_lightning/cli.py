@@ -155,8 +155,12 @@ def sample(
     return paths
 
 
-def main(args: list[str] | None = None) -> Any:
-    """Entry point of ``ddpm-lightning`` and ``python -m ddpm_lightning``."""
+def run(args: list[str] | None = None) -> Any:
+    """Run a command and return its result (for tests and scripts).
+
+    That is the ``LightningCLI`` for fit/validate/predict, and the function's return value for
+    export/sample/evaluate.
+    """
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] in MODEL_SUBCOMMANDS:
         from ddpm_lightning.evaluation_command import evaluate
@@ -165,3 +169,11 @@ def main(args: list[str] | None = None) -> Any:
             [export, sample, evaluate], args=argv, as_positional=False, description=DESCRIPTION
         )
     return run_lightning_cli(args)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``ddpm-lightning`` and ``python -m ddpm_lightning``.
+
+    Returns None so that the console script exits with status 0 on success.
+    """
+    run(args)

@@ -8,7 +8,7 @@ from diffusers import DDPMPipeline
 from PIL import Image
 
 from ddpm_lightning import DDPMModule
-from ddpm_lightning.cli import main
+from ddpm_lightning.cli import main, run
 
 from .conftest import TINY_UNET
 
@@ -55,7 +55,7 @@ def test_every_shipped_config_trains_through_the_real_cli(
     if "pretrained_model_name_or_path" in config.read_text():
         pretrained = tiny_pipeline(tmp_path / "pretrained")
         args.append(f"--model.init_args.pretrained_model_name_or_path={pretrained}")
-    cli = main(args)
+    cli = run(args)
     assert cli.trainer.global_step == 2
     assert (output_dir / "samples" / "0000.png").is_file()
     assert (output_dir / "checkpoints" / "last.ckpt").is_file()
@@ -193,3 +193,27 @@ def test_corrupt_checkpoint_and_wrong_paths_get_clear_errors(tmp_path: Path) -> 
     with pytest.raises(FileNotFoundError, match="not a diffusers pipeline"):
         main(["sample", f"--source={tmp_path}", f"--output_dir={tmp_path / 'out'}"])
     assert not (tmp_path / "out").exists()
+
+
+def test_console_script_exits_zero(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    pipeline = tiny_pipeline(tmp_path / "pipeline")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ddpm_lightning",
+            "sample",
+            f"--source={pipeline}",
+            f"--output_dir={tmp_path / 'out'}",
+            "--num_images=2",
+            "--num_inference_steps=2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "out" / "grid.png").is_file()

@@ -442,7 +442,7 @@ def test_evaluate_command_prints_a_table_per_sampler(
 ) -> None:
     import torch_fidelity.feature_extractor_inceptionv3 as inception
 
-    from ddpm_lightning.cli import main
+    from ddpm_lightning.cli import run
 
     with monkeypatch.context() as patch:  # random weights stand in for the real download
         patch.setattr(inception, "load_state_dict_from_url", lambda *args, **kwargs: None)
@@ -454,7 +454,7 @@ def test_evaluate_command_prints_a_table_per_sampler(
     monkeypatch.setattr(inception, "load_state_dict_from_url", offline)
     pipeline = tmp_path / "pipeline"
     DDPMModule(image_size=16, **TINY_UNET).save_pretrained(pipeline)
-    rows = main(
+    rows = run(
         [
             "evaluate",
             f"--source={pipeline}",

@@ -21,6 +21,9 @@ SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
 }
 
 
+#: Samplers that clip (threshold) their clean-image predictions when the model was trained so.
+_THRESHOLDING_SAMPLERS = ("dpm-solver++", "unipc")
+
 #: Training-scheduler settings that say how inference steps are spaced.
 _SPACING_KEYS = ("timestep_spacing", "steps_offset")
 
@@ -48,4 +51,13 @@ def make_sampler(name: str, training_scheduler_config: dict[str, Any]) -> Schedu
         for key, value in dict(training_scheduler_config).items()
         if key != "_use_default_values" and (name == "ddpm" or key not in _SPACING_KEYS)
     }
+    if name in _THRESHOLDING_SAMPLERS and config.get("clip_sample", False):
+        # Pixel-space models trained with clipped samples: clip the multistep solvers'
+        # clean-image predictions too (diffusers' advice for dpmsolver++ in pixel space);
+        # without it, a model early in training samples saturated noise with them.
+        extra = {
+            **extra,
+            "thresholding": True,
+            "sample_max_value": config.get("clip_sample_range", 1.0),
+        }
     return scheduler_class.from_config(config, **extra)
