@@ -66,3 +66,20 @@ def image_folder(tmp_path: Path) -> Path:
 def tiny_model_kwargs() -> dict:
     """DDPMModule arguments for a tiny 16 px UNet that samples in 3 steps."""
     return {"image_size": 16, **TINY_UNET, "num_inference_steps": 3, "lr_warmup_steps": 2}
+
+
+def every_epoch_outputs(output_dir: Path, **overrides):
+    """``TrainingOutputs`` that sample a 4-image grid, export and checkpoint at every epoch."""
+    from ddpm_lightning.callbacks import TrainingOutputs
+
+    settings = {
+        "output_dir": str(output_dir),
+        "save_image_epochs": 1,
+        "save_model_epochs": 1,
+        "eval_batch_size": 4,
+        "sampler": "ddim",
+        "num_inference_steps": 2,
+        "throughput_window": 2,
+        **overrides,
+    }
+    return TrainingOutputs(**settings)

@@ -9,9 +9,9 @@ import torch
 from diffusers import DDPMPipeline
 
 from ddpm_lightning import DDPMModule, ImageDataModule
-from ddpm_lightning.callbacks import EMA, TrainingOutputs
+from ddpm_lightning.callbacks import EMA
 
-from .conftest import TINY_UNET
+from .conftest import TINY_UNET, every_epoch_outputs
 
 
 class RecordRank(L.Callback):
@@ -36,16 +36,7 @@ class RecordRank(L.Callback):
 
 
 def test_two_process_ddp_on_cpu(tmp_path: Path, image_folder: Path) -> None:
-    outputs = TrainingOutputs(
-        output_dir=str(tmp_path / "run"),
-        save_image_epochs=1,
-        save_model_epochs=1,
-        eval_batch_size=4,
-        sampler="ddim",
-        num_inference_steps=2,
-        use_ema=True,
-        throughput_window=2,
-    )
+    outputs = every_epoch_outputs(tmp_path / "run", use_ema=True)
     L.seed_everything(0)
     trainer = L.Trainer(
         accelerator="cpu",

@@ -12,9 +12,8 @@ from diffusers import DDPMPipeline
 from PIL import Image
 
 from ddpm_lightning import DDPMModule, ImageDataModule
-from ddpm_lightning.callbacks import TrainingOutputs
 
-from .conftest import TINY_UNET
+from .conftest import TINY_UNET, every_epoch_outputs
 
 
 class RecordLosses(L.Callback):
@@ -30,16 +29,7 @@ def train_and_sample(
 ) -> RecordLosses:
     L.seed_everything(0)
     losses = RecordLosses()
-    outputs = TrainingOutputs(
-        output_dir=str(tmp_path / "run"),
-        save_image_epochs=1,
-        save_model_epochs=1,
-        eval_batch_size=4,
-        sampler="ddim",
-        num_inference_steps=3,
-        use_ema=True,
-        throughput_window=2,
-    )
+    outputs = every_epoch_outputs(tmp_path / "run", num_inference_steps=3, use_ema=True)
     trainer = L.Trainer(
         max_epochs=2,
         accelerator=accelerator,
