@@ -22,7 +22,7 @@ from torchvision.utils import make_grid
 from ddpm_lightning.callbacks import PNGPredictionWriter, TrainingOutputs
 from ddpm_lightning.callbacks.sample_grid import grid_shape, save_png_atomically
 from ddpm_lightning.data import ButterfliesDataModule, ImageDataModule  # noqa: F401 (short names)
-from ddpm_lightning.loading import load_module
+from ddpm_lightning.loading import check_checkpoint_readable, load_module
 from ddpm_lightning.models import DDPMModule
 from ddpm_lightning.models.ddpm_module import SamplerName
 from ddpm_lightning.sampling import to_pil, to_uint8
@@ -59,6 +59,18 @@ class DDPMLightningCLI(LightningCLI):
         """``predict`` generates from seeds (the module's ``predict_dataloader``), not from data."""
         if self.subcommand == "predict":
             self.datamodule = None
+
+    def _parse_ckpt_path(self) -> None:
+        """Check ``--ckpt_path`` first: LightningCLI reads its hyperparameters while parsing.
+
+        A truncated or foreign file then fails with an error that says what to do, before
+        anything runs, instead of an unpickling traceback.
+        """
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            check_checkpoint_readable(ckpt_path)
+        super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Add the output callbacks (fit) or the PNG writer (predict), and the default logger."""

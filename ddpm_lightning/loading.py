@@ -7,6 +7,7 @@ import pickle
 import zipfile
 from pathlib import Path
 
+import torch
 from diffusers import UNet2DModel
 
 from ddpm_lightning.models import DDPMModule
@@ -17,33 +18,56 @@ class CheckpointError(RuntimeError):
     """A checkpoint file cannot be read."""
 
 
+_UNREADABLE = (
+    RuntimeError,
+    pickle.UnpicklingError,
+    EOFError,
+    zipfile.BadZipFile,
+    KeyError,
+    ValueError,
+)
+
+
+def _checkpoint_error(path: Path, error: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"Could not read the checkpoint {str(path)!r} ({type(error).__name__}: {error}). "
+        "The file is truncated, corrupt or not a ddpm_lightning checkpoint. Use another one, "
+        "such as an earlier epoch's file in the same checkpoints folder."
+    )
+
+
+def _existing_file(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No checkpoint at {str(path)!r}. Check the path (e.g. checkpoints/last.ckpt)."
+        )
+    return path
+
+
+def check_checkpoint_readable(path: str | os.PathLike) -> None:
+    """Raise a clear error now, before a run starts, if ``path`` cannot be loaded.
+
+    The file is memory-mapped, so even a large checkpoint is checked without reading it all.
+    """
+    path = _existing_file(path)
+    try:
+        torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except _UNREADABLE as error:
+        raise _checkpoint_error(path, error) from error
+
+
 def load_checkpoint_module(path: str | os.PathLike) -> DDPMModule:
     """``DDPMModule.load_from_checkpoint`` with an error that says what to do.
 
     A checkpoint saved with EMA holds the averaged weights in its ``state_dict``, so this
     returns the EMA model.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No checkpoint at {str(path)!r}. Check the path (e.g. checkpoints/last.ckpt)."
-        )
+    path = _existing_file(path)
     try:
         return DDPMModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)
-    except (
-        RuntimeError,
-        pickle.UnpicklingError,
-        EOFError,
-        zipfile.BadZipFile,
-        KeyError,
-        ValueError,
-    ) as error:
-        raise CheckpointError(
-            f"Could not read the checkpoint {str(path)!r} ({type(error).__name__}: {error}). "
-            "The file "
-            "is truncated, corrupt or not a ddpm_lightning checkpoint. Use another one, such as an "
-            "earlier epoch's file in the same checkpoints folder."
-        ) from error
+    except _UNREADABLE as error:
+        raise _checkpoint_error(path, error) from error
 
 
 def load_pipeline_module(source: str) -> DDPMModule:

@@ -217,3 +217,42 @@ def test_console_script_exits_zero(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "out" / "grid.png").is_file()
+
+
+def test_fit_resume_from_a_corrupt_checkpoint_says_what_to_do(
+    tmp_path: Path, image_folder: Path
+) -> None:
+    from ddpm_lightning.loading import CheckpointError
+
+    corrupt = tmp_path / "last.ckpt"
+    corrupt.write_bytes(b"\x80\x04 truncated pickle")
+    with pytest.raises(CheckpointError, match="earlier epoch"):
+        main(
+            [
+                "fit",
+                *TINY_OVERRIDES,
+                "--model=DDPMModule",
+                "--data=ImageDataModule",
+                f"--data.init_args.data_dir={image_folder}",
+                f"--output.output_dir={tmp_path / 'run'}",
+                f"--ckpt_path={corrupt}",
+            ]
+        )
+    assert not (tmp_path / "run" / "samples").exists()
+
+
+def test_validate_reports_the_fixed_noise_loss(tmp_path: Path, image_folder: Path) -> None:
+    common = [
+        *TINY_OVERRIDES,
+        "--model=DDPMModule",
+        "--data=ImageDataModule",
+        f"--data.init_args.data_dir={image_folder}",
+        "--data.init_args.val_fraction=0.25",
+        f"--output.output_dir={tmp_path / 'run'}",
+    ]
+    run(["fit", *common, "--trainer.max_epochs=1"])
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    first = run(["validate", *common, f"--ckpt_path={checkpoint}"]).trainer.callback_metrics
+    second = run(["validate", *common, f"--ckpt_path={checkpoint}"]).trainer.callback_metrics
+    assert torch.isfinite(first["val/loss"])
+    assert first["val/loss"] == second["val/loss"]  # fixed noise: comparable across runs
