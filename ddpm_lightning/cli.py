@@ -28,6 +28,14 @@ from ddpm_lightning.models.ddpm_module import SamplerName
 from ddpm_lightning.sampling import to_pil, to_uint8
 
 TRAINER_SUBCOMMANDS = ("fit", "validate", "predict")
+#: Module arguments that say how to sample: taken from the command, never from --ckpt_path.
+SAMPLING_SETTINGS = (
+    "sampler",
+    "num_inference_steps",
+    "seed",
+    "num_predict_images",
+    "predict_batch_size",
+)
 MODEL_SUBCOMMANDS = ("export", "sample", "evaluate")
 
 
@@ -68,9 +76,19 @@ class DDPMLightningCLI(LightningCLI):
         """
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path and Path(ckpt_path).is_file():
-            check_checkpoint_readable(ckpt_path)
+        if not (ckpt_path and Path(ckpt_path).is_file()):
+            return super()._parse_ckpt_path()
+        check_checkpoint_readable(ckpt_path)
+        # The checkpoint's hyperparameters replace the model's arguments (the architecture must
+        # match the weights), but how to sample is this command's business, not the run's.
+        model = self.config[subcommand]["model"]
+        keys = [f"init_args.{name}" for name in SAMPLING_SETTINGS]
+        requested = {key: model.get(key) for key in keys if model.get(key) is not None}
         super()._parse_ckpt_path()
+        model = self.config[subcommand]["model"]
+        for key, value in requested.items():
+            model[key] = value
+        return None
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Add the output callbacks (fit) or the PNG writer (predict), and the default logger."""

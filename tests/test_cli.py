@@ -256,3 +256,38 @@ def test_validate_reports_the_fixed_noise_loss(tmp_path: Path, image_folder: Pat
     second = run(["validate", *common, f"--ckpt_path={checkpoint}"]).trainer.callback_metrics
     assert torch.isfinite(first["val/loss"])
     assert first["val/loss"] == second["val/loss"]  # fixed noise: comparable across runs
+
+
+def test_a_fine_tuned_checkpoint_is_used_by_predict_without_the_pretrained_folder(
+    tmp_path: Path, image_folder: Path
+) -> None:
+    import shutil
+
+    pretrained = tiny_pipeline(tmp_path / "pretrained")
+    common = [
+        *TINY_OVERRIDES,
+        "--model=DDPMModule",
+        "--data=ImageDataModule",
+        f"--data.init_args.data_dir={image_folder}",
+        f"--output.output_dir={tmp_path / 'run'}",
+    ]
+    run(
+        [
+            "fit",
+            *common,
+            f"--model.init_args.pretrained_model_name_or_path={pretrained}",
+            "--trainer.max_epochs=1",
+        ]
+    )
+    shutil.rmtree(pretrained)  # the checkpoint must stand alone
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    run(
+        [
+            "predict",
+            *common,
+            f"--ckpt_path={checkpoint}",
+            "--model.init_args.num_predict_images=2",
+            "--model.init_args.num_inference_steps=2",
+        ]
+    )
+    assert len(list((tmp_path / "run" / "predictions").glob("*.png"))) == 2

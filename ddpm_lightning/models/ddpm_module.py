@@ -182,7 +182,8 @@ class DDPMModule(LightningModule):
         """Store the full UNet and scheduler config, so loading needs no pretrained source."""
         hyper_parameters = checkpoint.get("hyper_parameters")
         if hyper_parameters is not None and hyper_parameters.get("pretrained_model_name_or_path"):
-            hyper_parameters["pretrained_from"] = hyper_parameters["pretrained_model_name_or_path"]
+            # Kept beside, not in, the hyperparameters: the CLI re-parses those as arguments.
+            checkpoint["pretrained_from"] = hyper_parameters["pretrained_model_name_or_path"]
             hyper_parameters["pretrained_model_name_or_path"] = None
             hyper_parameters["unet_kwargs"] = dict(self.unet.config)
             hyper_parameters["scheduler_kwargs"] = dict(self.noise_scheduler.config)
