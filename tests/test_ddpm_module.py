@@ -594,6 +594,8 @@ def test_generate_refuses_an_unknown_sampler(tiny_model_kwargs: dict) -> None:
     module = DDPMModule(**tiny_model_kwargs)
     with pytest.raises(ValueError, match=r"Unknown sampler 'euler'.*'unipc'"):
         module.generate(1, sampler="euler")
+    with pytest.raises(ValueError, match=r"Unknown output_type 'np'.*'pt'"):
+        module.generate(1, output_type="np")
 
 
 def test_image_size_the_unet_cannot_halve_is_refused() -> None:

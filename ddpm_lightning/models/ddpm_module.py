@@ -374,6 +374,7 @@ class DDPMModule(LightningModule):
             sampler: ``ddpm``, ``ddim``, ``dpm-solver++`` or ``unipc`` (the default if None).
             output_type: ``pil`` for PIL images, ``pt`` for a float (N, C, H, W) tensor in [0, 1].
         """
+        _check_choice("output_type", output_type, ("pil", "pt"))
         generator = torch.Generator("cpu").manual_seed(self.hparams.seed if seed is None else seed)
         images = self._sample(num_images, generator, num_inference_steps, sampler)
         return to_pil(images) if output_type == "pil" else images
