@@ -634,3 +634,27 @@ def test_nan_loss_stops_training(tiny_model_kwargs: dict) -> None:
     with pytest.raises(FloatingPointError, match="nan at step 1 .*batch 1"):
         trainer.fit(module, image_loader(images, 2))
     assert trainer.global_step == 1
+
+
+@pytest.mark.slow
+def test_compiled_unet_trains_and_keeps_plain_checkpoint_keys(tmp_path, image_folder) -> None:
+    import lightning as L
+
+    from ddpm_lightning import ImageDataModule
+
+    module = DDPMModule(image_size=16, **TINY_UNET, compile_unet=True, lr_warmup_steps=1)
+    keys = list(module.state_dict())
+    trainer = L.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(
+        module, ImageDataModule(data_dir=str(image_folder), image_size=16, train_batch_size=4)
+    )
+    assert module._unet_compiled and trainer.global_step == 2
+    assert list(module.state_dict()) == keys  # no "_orig_mod." prefixes
+    module.save_pretrained(tmp_path / "pipeline")
+    assert DDPMModule(image_size=16, pretrained_model_name_or_path=str(tmp_path / "pipeline"))
