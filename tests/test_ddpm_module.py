@@ -636,25 +636,44 @@ def test_nan_loss_stops_training(tiny_model_kwargs: dict) -> None:
     assert trainer.global_step == 1
 
 
-@pytest.mark.slow
-def test_compiled_unet_trains_and_keeps_plain_checkpoint_keys(tmp_path, image_folder) -> None:
-    import lightning as L
+# ---------------------------------------------------------------------- 9. speed switches
+def losses_and_weights(module: DDPMModule, steps: int = 4) -> tuple[list[float], dict]:
+    """Per-step losses and final weights of a short seeded run on fixed images."""
+    L.seed_everything(0)
+    recorder = LossRecorder()
+    make_trainer(max_steps=steps, callbacks=[recorder]).fit(module, image_loader(fixed_images(8), 4))
+    return recorder.losses, unet_params(module)
 
-    from ddpm_lightning import ImageDataModule
 
-    module = DDPMModule(image_size=16, **TINY_UNET, compile_unet=True, lr_warmup_steps=1)
-    keys = list(module.state_dict())
-    trainer = L.Trainer(
-        max_steps=2,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(
-        module, ImageDataModule(data_dir=str(image_folder), image_size=16, train_batch_size=4)
-    )
-    assert module._unet_compiled and trainer.global_step == 2
-    assert list(module.state_dict()) == keys  # no "_orig_mod." prefixes
+@pytest.fixture(scope="module")
+def plain_run() -> tuple[list[float], dict]:
+    L.seed_everything(0)
+    return losses_and_weights(DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1))
+
+
+@pytest.mark.parametrize(
+    "switch",
+    [
+        {"channels_last": True},
+        {"float32_matmul_precision": "high"},
+        pytest.param({"compile_unet": True}, marks=pytest.mark.slow),
+    ],
+    ids=lambda switch: next(iter(switch)),
+)
+def test_speed_switch_trains_the_plain_paths_loss_curve(switch: dict, plain_run, tmp_path) -> None:
+    precision = torch.get_float32_matmul_precision()
+    try:
+        L.seed_everything(0)
+        module = DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1, **switch)
+        keys = list(module.state_dict())
+        losses, weights = losses_and_weights(module)
+    finally:
+        torch.set_float32_matmul_precision(precision)
+    plain_losses, plain_weights = plain_run
+    # Same noise, timesteps and data at every step: only float rounding may differ.
+    np.testing.assert_allclose(losses, plain_losses, rtol=1e-4)
+    assert max_difference(weights, plain_weights) < 1e-5
+    # Checkpoints and exports look as without the switch (no "_orig_mod." prefixes).
+    assert list(module.state_dict()) == keys
     module.save_pretrained(tmp_path / "pipeline")
     assert DDPMModule(image_size=16, pretrained_model_name_or_path=str(tmp_path / "pipeline"))

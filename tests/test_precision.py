@@ -1,4 +1,9 @@
-"""Mixed precision: finite losses, finite samples and exports; GPU variants marked ``gpu``."""
+"""Mixed precision: finite losses, finite samples and exports, the GradScaler across a resume.
+
+fp16 autocast and ``torch.amp.GradScaler`` run on the CPU too, so 16-mixed is tested in the
+default run through an explicit ``MixedPrecision`` plugin (``Trainer(precision="16-mixed")``
+alone turns into bf16 on the CPU). The GPU variants are marked ``gpu``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDPMPipeline
+from lightning.pytorch.plugins import MixedPrecision
 from PIL import Image
 
 from ddpm_lightning import DDPMModule, ImageDataModule
@@ -24,8 +30,25 @@ class RecordLosses(L.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
+class RecordScale(L.Callback):
+    """The GradScaler's scale when training starts (after a checkpoint was restored)."""
+
+    def on_train_start(self, trainer, pl_module):
+        self.scale_at_start = trainer.precision_plugin.scaler.get_scale()
+
+
+def fp16_on_cpu(init_scale: float = 2.0**10) -> MixedPrecision:
+    """16-mixed on the CPU, with a scaler that doubles its scale after every finite step."""
+    scaler = torch.amp.GradScaler("cpu", init_scale=init_scale, growth_interval=1)
+    return MixedPrecision("16-mixed", "cpu", scaler=scaler)
+
+
 def train_and_sample(
-    tmp_path: Path, image_folder: Path, precision: str, accelerator: str
+    tmp_path: Path,
+    image_folder: Path,
+    precision: str | None,
+    accelerator: str,
+    plugins: list | None = None,
 ) -> RecordLosses:
     L.seed_everything(0)
     losses = RecordLosses()
@@ -35,6 +58,7 @@ def train_and_sample(
         accelerator=accelerator,
         devices=1,
         precision=precision,
+        plugins=plugins,
         callbacks=[*outputs.callbacks(), losses],
         logger=outputs.logger(),
         enable_progress_bar=False,
@@ -59,13 +83,43 @@ def train_and_sample(
     assert np.isfinite(images).all()
     # Resuming restores the precision plugin's state (the GradScaler's, for 16-mixed).
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
-    if precision == "16-mixed":
-        assert "scale" in checkpoint["MixedPrecision"]  # the GradScaler's state
+    if isinstance(trainer.precision_plugin, MixedPrecision) and trainer.precision_plugin.scaler:
+        saved = checkpoint["MixedPrecision"]["scale"]  # the GradScaler's state
+        assert saved == trainer.precision_plugin.scaler.get_scale()
     return losses
 
 
 def test_bf16_mixed_trains_and_samples_on_cpu(tmp_path: Path, image_folder: Path) -> None:
     train_and_sample(tmp_path, image_folder, "bf16-mixed", "cpu")
+
+
+def test_fp16_mixed_trains_samples_and_resumes_its_grad_scaler_on_cpu(
+    tmp_path: Path, image_folder: Path
+) -> None:
+    losses = train_and_sample(tmp_path, image_folder, None, "cpu", plugins=[fp16_on_cpu()])
+    steps = len(losses.losses)  # 12 images in batches of 4, 2 epochs: 6 finite steps
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["MixedPrecision"]["scale"] == 2.0**10 * 2**steps
+    # Resume with a fresh scaler: the saved scale replaces the new one's initial scale.
+    recorder = RecordScale()
+    outputs = every_epoch_outputs(tmp_path / "run", num_inference_steps=3, use_ema=True)
+    trainer = L.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        plugins=[fp16_on_cpu(init_scale=1.0)],
+        callbacks=[*outputs.callbacks(), recorder],
+        logger=outputs.logger(),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(
+        DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1),
+        ImageDataModule(data_dir=str(image_folder), image_size=16, train_batch_size=4),
+        ckpt_path="last",
+    )
+    assert recorder.scale_at_start == 2.0**10 * 2**steps
+    assert trainer.global_step == steps + 3
+    assert trainer.precision_plugin.scaler.get_scale() == 2.0**10 * 2 ** (steps + 3)
 
 
 def test_bf16_sampling_gives_finite_images_close_to_fp32() -> None:
