@@ -641,7 +641,9 @@ def losses_and_weights(module: DDPMModule, steps: int = 4) -> tuple[list[float],
     """Per-step losses and final weights of a short seeded run on fixed images."""
     L.seed_everything(0)
     recorder = LossRecorder()
-    make_trainer(max_steps=steps, callbacks=[recorder]).fit(module, image_loader(fixed_images(8), 4))
+    make_trainer(max_steps=steps, callbacks=[recorder]).fit(
+        module, image_loader(fixed_images(8), 4)
+    )
     return recorder.losses, unet_params(module)
 
 
