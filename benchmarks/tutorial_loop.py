@@ -95,12 +95,12 @@ def train_loop(
     max_steps: int | None = None,
     on_step_start: Callable[[int], None] | None = None,
     on_step_end: Callable[[int], None] | None = None,
-) -> int:
+) -> list[float]:
     """The tutorial's loop, minus the end-of-epoch sampling and saving (timed elsewhere).
 
     ``max_steps`` ends training early, and the two callbacks receive the 0-based global step
     at the top and the bottom of each step, so a benchmark can time a window of steps.
-    Returns the number of optimizer steps taken.
+    Returns the loss of every step (the value the tutorial's progress bar shows).
     """
     accelerator = Accelerator(
         cpu=cpu,
@@ -115,6 +115,7 @@ def train_loop(
         model, optimizer, train_dataloader, lr_scheduler
     )
     global_step = 0
+    losses: list[float] = []
     for epoch in range(config.num_epochs):
         progress_bar = tqdm(
             total=len(train_dataloader), disable=not accelerator.is_local_main_process
@@ -149,6 +150,7 @@ def train_loop(
                 "lr": lr_scheduler.get_last_lr()[0],
                 "step": global_step,
             }
+            losses.append(logs["loss"])
             progress_bar.set_postfix(**logs)
             accelerator.log(logs, step=global_step)
             if on_step_end is not None:
@@ -160,4 +162,4 @@ def train_loop(
         if max_steps is not None and global_step >= max_steps:
             break
     accelerator.end_training()
-    return global_step
+    return losses

@@ -658,12 +658,13 @@ def plain_run() -> tuple[list[float], dict]:
     [
         {"channels_last": True},
         {"float32_matmul_precision": "high"},
+        {"adam_fused": True},
         pytest.param({"compile_unet": True}, marks=pytest.mark.slow),
     ],
     ids=lambda switch: next(iter(switch)),
 )
 def test_speed_switch_trains_the_plain_paths_loss_curve(switch: dict, plain_run, tmp_path) -> None:
-    precision = torch.get_float32_matmul_precision()
+    precision = torch.get_float32_matmul_precision()  # process-wide: put back afterwards
     try:
         L.seed_everything(0)
         module = DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1, **switch)
@@ -679,3 +680,13 @@ def test_speed_switch_trains_the_plain_paths_loss_curve(switch: dict, plain_run,
     assert list(module.state_dict()) == keys
     module.save_pretrained(tmp_path / "pipeline")
     assert DDPMModule(image_size=16, pretrained_model_name_or_path=str(tmp_path / "pipeline"))
+
+
+@pytest.mark.parametrize("adam_fused, expected", [(None, False), (True, True), (False, False)])
+def test_fused_adamw_is_on_only_where_asked_or_on_cuda(
+    adam_fused, expected, tiny_model_kwargs: dict
+) -> None:
+    module = DDPMModule(**tiny_model_kwargs, adam_fused=adam_fused)
+    trainer = make_trainer(max_steps=1)
+    trainer.fit(module, image_loader(fixed_images(4), 4))
+    assert bool(trainer.optimizers[0].defaults["fused"]) is expected

@@ -76,6 +76,8 @@ class DDPMModule(LightningModule):
         adam_betas: AdamW betas (torch's defaults, as in the tutorial).
         adam_weight_decay: AdamW weight decay (torch's default).
         adam_epsilon: AdamW epsilon (torch's default).
+        adam_fused: use torch's fused AdamW kernel; None turns it on for CUDA devices, where
+            it is one kernel per step instead of several per parameter group.
         lr_scheduler: a ``diffusers.optimization.get_scheduler`` name.
         lr_warmup_steps: optimizer steps of linear warm-up.
         max_grad_norm: clip gradients to this norm (the tutorial's 1.0) unless the Trainer's
@@ -119,6 +121,7 @@ class DDPMModule(LightningModule):
         adam_betas: tuple[float, float] = (0.9, 0.999),
         adam_weight_decay: float = 0.01,
         adam_epsilon: float = 1e-8,
+        adam_fused: bool | None = None,
         lr_scheduler: str = "cosine",
         lr_warmup_steps: int = 500,
         max_grad_norm: float | None = 1.0,
@@ -333,13 +336,16 @@ class DDPMModule(LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW with a per-optimizer-step LR schedule over the Trainer's real step count."""
         hparams = self.hparams
+        fused = hparams.adam_fused
+        if fused is None:
+            fused = self.device.type == "cuda"
         optimizer = torch.optim.AdamW(
             self.unet.parameters(),
             lr=hparams.learning_rate,
             betas=tuple(hparams.adam_betas),
             weight_decay=hparams.adam_weight_decay,
             eps=hparams.adam_epsilon,
-            fused=self.device.type == "cuda" or None,
+            fused=fused,
         )
         total_steps = self.trainer.estimated_stepping_batches
         if total_steps == float("inf") and hparams.lr_scheduler not in (
