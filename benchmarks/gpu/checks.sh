@@ -19,7 +19,8 @@
 #   SMOKE=1                    tiny sizes on the CPU: checks this script, measures nothing
 #   ARCHIVE=path.tar.gz        after every stage, pack OUT_DIR into this file (for machines
 #                              that return only a few files: everything so far comes back)
-# Wheels in .whl/ (benchmarks/gpu/bundle.sh) are installed into /tmp/site first, if present.
+# Wheels in .whl/ (benchmarks/gpu/bundle.sh) are installed into /tmp/site first, if present
+# (not with SMOKE=1: they are for the GPU image's Python 3.12).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-benchmarks/results/gpu}
@@ -28,7 +29,7 @@ python=${PYTHON:-python3}
 [[ -x .venv/bin/python && -z "${PYTHON:-}" && "${SMOKE:-0}" == 1 ]] && python=.venv/bin/python
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-if compgen -G ".whl/*.whl" >/dev/null; then
+if [[ "${SMOKE:-0}" != 1 ]] && compgen -G ".whl/*.whl" >/dev/null; then
   "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
   # First on the path: the carried wheels win over older copies in the image (pyarrow, fsspec).

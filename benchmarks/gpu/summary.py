@@ -1,0 +1,138 @@
+"""The figures of one ``benchmarks/gpu/checks.sh`` run, as Markdown, against issue #7's targets.
+
+Reads the JSON files the stages wrote (a stage that did not finish is reported as missing), so
+one short text carries everything needed for BENCHMARKS.md and the issue's closing note.
+
+    python benchmarks/gpu/summary.py OUT_DIR
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def load(out: Path, name: str) -> dict | None:
+    path = out / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def met(flag: bool | None) -> str:
+    return {True: "met", False: "NOT met", None: "no target"}[flag]
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def machine_line(result: dict) -> str:
+    machine = result["machine"]
+    versions = machine.get("versions", {})
+    return (
+        f"Machine: {machine.get('gpu', machine['cpu_model'])}, {machine['date_utc']}, "
+        f"torch {versions.get('torch')}, lightning {versions.get('lightning')}, "
+        f"diffusers {versions.get('diffusers')}, commit {machine['source']['git_commit'][:10]}"
+    )
+
+
+def train_section(title: str, result: dict | None) -> list[str]:
+    lines = [f"## {title}"]
+    if result is None:
+        return [*lines, "missing (the stage did not finish)", ""]
+    lines += [
+        machine_line(result),
+        "",
+        "| data | tutorial img/s | ours img/s | ratio | loss ratio | MFU ours | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for variant, entry in result["variants"].items():
+        ours = entry["ddpm_lightning"]
+        tutorial = entry.get("tutorial", {})
+        lines.append(
+            f"| {variant} | {tutorial.get('median_images_per_s', 0):.1f} | "
+            f"{ours['median_images_per_s']:.1f} | {entry.get('ratio', float('nan')):.3f}x | "
+            f"{entry.get('loss_ratio', float('nan')):.4f} | {percent(ours.get('mfu'))} | "
+            f"{met(entry.get('target_met'))} (>= {entry.get('target_ratio')}x) |"
+        )
+    return [*lines, ""]
+
+
+def switches_section(title: str, result: dict | None) -> list[str]:
+    lines = [f"## {title}"]
+    if result is None:
+        return [*lines, "missing (the stage did not finish)", ""]
+    lines += [
+        machine_line(result),
+        "",
+        "| config | img/s ratio | MFU | sampling s | loss diff (max) | same loss curve |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, entry in result["configs"].items():
+        lines.append(
+            f"| {name} | {entry['ratio']:.3f}x | {percent(entry.get('mfu'))} | "
+            f"{entry.get('sampling_seconds', float('nan')):.3f} | "
+            f"{percent(entry['loss_difference']['max_relative'])} | {entry['same_loss_curve']} |"
+        )
+    return [*lines, ""]
+
+
+def sampling_section(result: dict | None) -> list[str]:
+    lines = ["## Sampling (16 images)"]
+    if result is None:
+        return [*lines, "missing (the stage did not finish)", ""]
+    lines += [machine_line(result), "", "| run | seconds | speed-up vs DDPM |", "|---|---|---|"]
+    for run in result["runs"]:
+        lines.append(f"| {run['name']} | {run['seconds']:.2f} | {run['speedup_vs_ddpm']:.1f}x |")
+    target = result.get("target_dpm_solver_speedup")
+    return [*lines, f"DPM-Solver++ >= {target}x DDPM: {met(result.get('target_met'))}", ""]
+
+
+def data_section(result: dict | None) -> list[str]:
+    lines = ["## Data against training consumption"]
+    if result is None:
+        return [*lines, "missing (the stage did not finish)", ""]
+    consumed = result["arguments"].get("train_images_per_s")
+    lines += [
+        machine_line(result),
+        f"Training consumes {consumed or 0:.1f} img/s (train_fast stage, ddpm_lightning side).",
+        "",
+        "| workers | tutorial img/s | ours img/s | ratio | x training consumption | >= 10x |",
+        "|---|---|---|---|---|---|",
+    ]
+    for workers, entry in result["by_workers"].items():
+        times = entry.get("times_training_consumption")
+        lines.append(
+            f"| {workers} | {entry['tutorial']['summary']['second_epoch_images_per_s']:.0f} | "
+            f"{entry['ddpm_lightning']['summary']['second_epoch_images_per_s']:.0f} | "
+            f"{entry['second_epoch_ratio']:.1f}x | "
+            f"{'-' if times is None else f'{times:.1f}x'} | "
+            f"{'-' if times is None else met(times >= 10)} |"
+        )
+    return [*lines, ""]
+
+
+def main(out: Path) -> None:
+    lines = [f"# GPU checks: {out}", ""]
+    stages = out / "stages.txt"
+    lines += ["```", stages.read_text().strip() if stages.is_file() else "no stages.txt", "```", ""]
+    tests_log = out / "tests.log"
+    if tests_log.is_file():
+        tail = [line for line in tests_log.read_text().splitlines() if line.strip()][-1:]
+        lines += ["## pytest -m gpu", f"`{tail[0] if tail else 'empty log'}`", ""]
+    lines += train_section("Training, fp16 both sides (batch 16)", load(out, "train_fp16.json"))
+    lines += train_section(
+        "Training, tutorial fp16 against the fast path", load(out, "train_fast.json")
+    )
+    lines += train_section("Training at a larger batch (MFU)", load(out, "train_batch.json"))
+    lines += switches_section("Speed switches", load(out, "switches.json"))
+    lines += sampling_section(load(out, "sampling.json"))
+    lines += data_section(load(out, "data.json"))
+    lines += switches_section("torch.compile", load(out, "compile.json"))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(Path(sys.argv[1]))
