@@ -17,11 +17,9 @@ is, at ``--precision``). Runs alternate in order (A B C, C B A, ...) so drift ca
 from __future__ import annotations
 
 import argparse
-import logging
 import statistics
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +35,7 @@ from train_throughput import (
     WindowCallback,
     flops_per_image,
     make_module,
+    quiet_lightning,
 )
 
 
@@ -185,8 +184,7 @@ def loss_difference(losses: list[float], reference: list[float]) -> dict[str, fl
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    quiet_lightning()
     _common.set_threads(args.threads)
     machine = _common.machine_info(args.device)
     flops = flops_per_image(args)

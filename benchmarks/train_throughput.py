@@ -357,11 +357,16 @@ def check_same_unet(args: argparse.Namespace) -> int:
     return count
 
 
+def quiet_lightning() -> None:
+    """Only the progress bars: Lightning's info lines and worker hints would break the tables."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    quiet_lightning()
     _common.set_threads(args.threads)
     machine = _common.machine_info(args.device)
     parameters = check_same_unet(args)

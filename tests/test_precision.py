@@ -43,6 +43,30 @@ def fp16_on_cpu(init_scale: float = 2.0**10) -> MixedPrecision:
     return MixedPrecision("16-mixed", "cpu", scaler=scaler)
 
 
+def fit_tiny(
+    run_dir: Path,
+    image_folder: Path,
+    callbacks: list,
+    ckpt_path: str | None = None,
+    **trainer_kwargs,
+) -> L.Trainer:
+    """Train the tiny UNet with grids, exports and checkpoints every epoch into ``run_dir``."""
+    outputs = every_epoch_outputs(run_dir, num_inference_steps=3, use_ema=True)
+    trainer = L.Trainer(
+        callbacks=[*outputs.callbacks(), *callbacks],
+        logger=outputs.logger(),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **trainer_kwargs,
+    )
+    trainer.fit(
+        DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1),
+        ImageDataModule(data_dir=str(image_folder), image_size=16, train_batch_size=4),
+        ckpt_path=ckpt_path,
+    )
+    return trainer
+
+
 def train_and_sample(
     tmp_path: Path,
     image_folder: Path,
@@ -52,21 +76,15 @@ def train_and_sample(
 ) -> RecordLosses:
     L.seed_everything(0)
     losses = RecordLosses()
-    outputs = every_epoch_outputs(tmp_path / "run", num_inference_steps=3, use_ema=True)
-    trainer = L.Trainer(
+    trainer = fit_tiny(
+        tmp_path / "run",
+        image_folder,
+        [losses],
         max_epochs=2,
         accelerator=accelerator,
         devices=1,
         precision=precision,
         plugins=plugins,
-        callbacks=[*outputs.callbacks(), losses],
-        logger=outputs.logger(),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(
-        DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1),
-        ImageDataModule(data_dir=str(image_folder), image_size=16, train_batch_size=4),
     )
     assert losses.losses and all(np.isfinite(losses.losses))
     for epoch in (0, 1):
@@ -102,20 +120,14 @@ def test_fp16_mixed_trains_samples_and_resumes_its_grad_scaler_on_cpu(
     assert checkpoint["MixedPrecision"]["scale"] == 2.0**10 * 2**steps
     # Resume with a fresh scaler: the saved scale replaces the new one's initial scale.
     recorder = RecordScale()
-    outputs = every_epoch_outputs(tmp_path / "run", num_inference_steps=3, use_ema=True)
-    trainer = L.Trainer(
+    trainer = fit_tiny(
+        tmp_path / "run",
+        image_folder,
+        [recorder],
+        ckpt_path="last",
         max_epochs=3,
         accelerator="cpu",
         plugins=[fp16_on_cpu(init_scale=1.0)],
-        callbacks=[*outputs.callbacks(), recorder],
-        logger=outputs.logger(),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(
-        DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1),
-        ImageDataModule(data_dir=str(image_folder), image_size=16, train_batch_size=4),
-        ckpt_path="last",
     )
     assert recorder.scale_at_start == 2.0**10 * 2**steps
     assert trainer.global_step == steps + 3

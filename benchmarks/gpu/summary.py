@@ -36,16 +36,26 @@ def machine_line(result: dict) -> str:
     )
 
 
-def train_section(title: str, result: dict | None) -> list[str]:
-    lines = [f"## {title}"]
-    if result is None:
-        return [*lines, "missing (the stage did not finish)", ""]
-    lines += [
+def head(title: str, result: dict, columns: list[str], *notes: str) -> list[str]:
+    """A section's title, machine, notes and table header."""
+    return [
+        f"## {title}",
         machine_line(result),
+        *notes,
         "",
-        "| data | tutorial img/s | ours img/s | ratio | loss ratio | MFU ours | target |",
-        "|---|---|---|---|---|---|---|",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
     ]
+
+
+MISSING = "missing (the stage did not finish)"
+
+
+def train_section(title: str, result: dict | None) -> list[str]:
+    if result is None:
+        return [f"## {title}", MISSING, ""]
+    columns = ["data", "tutorial img/s", "ours img/s", "ratio", "loss ratio", "MFU ours", "target"]
+    lines = head(title, result, columns)
     for variant, entry in result["variants"].items():
         ours = entry["ddpm_lightning"]
         tutorial = entry.get("tutorial", {})
@@ -59,15 +69,10 @@ def train_section(title: str, result: dict | None) -> list[str]:
 
 
 def switches_section(title: str, result: dict | None) -> list[str]:
-    lines = [f"## {title}"]
     if result is None:
-        return [*lines, "missing (the stage did not finish)", ""]
-    lines += [
-        machine_line(result),
-        "",
-        "| config | img/s ratio | MFU | sampling s | loss diff (max) | same loss curve |",
-        "|---|---|---|---|---|---|",
-    ]
+        return [f"## {title}", MISSING, ""]
+    columns = ["config", "img/s ratio", "MFU", "sampling s", "loss diff (max)", "same loss curve"]
+    lines = head(title, result, columns)
     for name, entry in result["configs"].items():
         lines.append(
             f"| {name} | {entry['ratio']:.3f}x | {percent(entry.get('mfu'))} | "
@@ -78,10 +83,10 @@ def switches_section(title: str, result: dict | None) -> list[str]:
 
 
 def sampling_section(result: dict | None) -> list[str]:
-    lines = ["## Sampling (16 images)"]
+    title = "Sampling (16 images)"
     if result is None:
-        return [*lines, "missing (the stage did not finish)", ""]
-    lines += [machine_line(result), "", "| run | seconds | speed-up vs DDPM |", "|---|---|---|"]
+        return [f"## {title}", MISSING, ""]
+    lines = head(title, result, ["run", "seconds", "speed-up vs DDPM"])
     for run in result["runs"]:
         lines.append(f"| {run['name']} | {run['seconds']:.2f} | {run['speedup_vs_ddpm']:.1f}x |")
     target = result.get("target_dpm_solver_speedup")
@@ -89,17 +94,13 @@ def sampling_section(result: dict | None) -> list[str]:
 
 
 def data_section(result: dict | None) -> list[str]:
-    lines = ["## Data against training consumption"]
+    title = "Data against training consumption"
     if result is None:
-        return [*lines, "missing (the stage did not finish)", ""]
-    consumed = result["arguments"].get("train_images_per_s")
-    lines += [
-        machine_line(result),
-        f"Training consumes {consumed or 0:.1f} img/s (train_fast stage, ddpm_lightning side).",
-        "",
-        "| workers | tutorial img/s | ours img/s | ratio | x training consumption | >= 10x |",
-        "|---|---|---|---|---|---|",
-    ]
+        return [f"## {title}", MISSING, ""]
+    consumed = result["arguments"].get("train_images_per_s") or 0
+    columns = ["workers", "tutorial img/s", "ours img/s", "ratio", "x training consumption"]
+    note = f"Training consumes {consumed:.1f} img/s (train_fast stage, ddpm_lightning side)."
+    lines = head(title, result, [*columns, ">= 10x"], note)
     for workers, entry in result["by_workers"].items():
         times = entry.get("times_training_consumption")
         lines.append(
