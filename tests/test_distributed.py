@@ -11,7 +11,7 @@ from diffusers import DDPMPipeline
 from ddpm_lightning import DDPMModule, ImageDataModule
 from ddpm_lightning.callbacks import EMA
 
-from .conftest import TINY_UNET, every_epoch_outputs
+from .conftest import TINY_UNET, every_epoch_outputs, write_images
 
 
 class RecordRank(L.Callback):
@@ -103,14 +103,15 @@ def train_with_batches(
         data_dir=str(image_folder), image_size=16, train_batch_size=batch_size, random_flip=False
     )
     trainer.fit(module, datamodule)
-    assert trainer.global_step == 4  # 2 epochs x 12 images / 6 per optimizer step
+    assert trainer.global_step == 4  # 2 epochs x 32 images / 16 per optimizer step
     assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 4
     return module, ema
 
 
-def test_accumulating_two_batches_of_three_equals_one_batch_of_six(image_folder: Path) -> None:
-    accumulated, accumulated_ema = train_with_batches(image_folder, batch_size=3, accumulate=2)
-    single, single_ema = train_with_batches(image_folder, batch_size=6, accumulate=1)
+def test_accumulating_two_batches_of_8_equals_one_batch_of_16(tmp_path: Path) -> None:
+    images = write_images(tmp_path / "images", 32)
+    accumulated, accumulated_ema = train_with_batches(images, batch_size=8, accumulate=2)
+    single, single_ema = train_with_batches(images, batch_size=16, accumulate=1)
     # After fit the module holds the EMA weights; the EMA updated once per optimizer step.
     for (name, a), b in zip(accumulated.unet.named_parameters(), single.unet.parameters()):
         assert torch.allclose(a, b, atol=1e-5), name
