@@ -232,7 +232,7 @@ def test_validation_split_holds_images_out(image_folder: Path) -> None:
     datamodule.setup("fit")
     assert len(datamodule.train_dataset) == 9 and len(datamodule.val_dataset) == 3
     assert len(datamodule.val_dataloader()) == 1  # 3 images in one batch
-    assert ImageDataModule(data_dir=str(image_folder)).val_dataloader is None  # no validation loop
+    assert ImageDataModule(data_dir=str(image_folder)).val_dataloader() == []  # no validation
 
 
 @pytest.mark.skipif(not BUTTERFLIES_DIR.is_dir(), reason="../shared/data/butterflies is absent")
@@ -242,3 +242,36 @@ def test_real_butterflies_folder_loads() -> None:
     assert len(datamodule.train_dataset) == 832
     assert images.shape == (16, 3, 32, 32)
     assert -1 <= images.min() < images.max() <= 1
+
+
+def test_lightnings_batch_size_finder_scales_train_batch_size(tmp_path: Path) -> None:
+    # "The largest batch that fits": Lightning's finder doubles train_batch_size until a step
+    # fails or max_trials is reached, then fit runs at the size it found.
+    import lightning as L
+    from lightning.pytorch.tuner import Tuner
+
+    from ddpm_lightning import DDPMModule
+
+    from .conftest import TINY_UNET
+
+    datamodule = ImageDataModule(
+        data_dir=str(write_images(tmp_path / "images", 32)), image_size=16, train_batch_size=2
+    )
+    trainer = L.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    module = DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1)
+    found = Tuner(trainer).scale_batch_size(
+        module, datamodule=datamodule, batch_arg_name="train_batch_size", max_trials=3, init_val=2
+    )
+    assert found == datamodule.train_batch_size == 8  # 2, 4, 8: three trials
+    trainer.fit(module, datamodule)
+    assert trainer.train_dataloader.batch_size == 8
+    assert trainer.global_step == 2
+    assert "val/loss" not in trainer.callback_metrics  # val_fraction 0: no validation loop

@@ -8,7 +8,7 @@
 # Stages, in this order: env (GPU and versions), tests (pytest -m gpu), train (the tutorial's fp16
 # loop against ddpm_lightning's defaults at fp16), train_fast (against ddpm_lightning's fast path
 # without compile), switches (each speed switch against the defaults, loss curves included),
-# sampling (the four samplers at 128 px), batch (a larger batch, for MFU), data (ImageDataModule
+# sampling (the four samplers at 128 px), batch (batch 128, for MFU), data (ImageDataModule
 # against what training consumes), compile (the compiled fast path; last: compiling takes
 # minutes).
 # Environment:
@@ -54,7 +54,7 @@ else
   train_preset=(--preset tutorial --device cuda --peak-tflops "$peak")
   switch_preset=(--preset tutorial --device cuda --peak-tflops "$peak")
   sampling_preset=(--preset tutorial --device cuda)
-  big_batch=(--batch 64)
+  big_batch=(--batch 128)
   data_size=(--image-size 128)
   tests=(-m gpu tests/test_precision.py)
 fi

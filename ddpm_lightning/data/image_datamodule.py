@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Literal
 
 import datasets
@@ -12,6 +13,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ddpm_lightning.data.image_decoding import make_decoder
 from ddpm_lightning.data.pixel_dataset import PixelDataset, collate_pixels, pixels_feature
+
+# val_dataloader's empty list is deliberate (no held-out images): Lightning's "make sure this
+# was your intention" would be noise in every run without validation.
+warnings.filterwarnings("ignore", "Total length of `list` across ranks is zero")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -99,9 +104,6 @@ class ImageDataModule(LightningDataModule):
         self.val_dataset: PixelDataset | None = None
         self._flip_generator = torch.Generator()
         self._flip_epoch: int | None = None
-        if val_fraction == 0:
-            # No held-out images: hide the hook so the Trainer runs no (empty) validation loop.
-            self.val_dataloader = None  # type: ignore[method-assign]
 
     # ----------------------------------------------------------------- the subclassing hook
     def load_dataset(self) -> datasets.Dataset:
@@ -163,8 +165,14 @@ class ImageDataModule(LightningDataModule):
         )
         return self._loader(dataset, sampler=sampler)
 
-    def val_dataloader(self) -> DataLoader:
-        """Held-out images in a fixed order (only when ``val_fraction`` > 0)."""
+    def val_dataloader(self) -> DataLoader | list:
+        """Held-out images in a fixed order; none (an empty list) when ``val_fraction`` is 0.
+
+        The empty list is Lightning's way to say "no validation": the Trainer skips the loop,
+        and tools that rebuild every loader (the batch-size finder) still find one.
+        """
+        if self.val_fraction == 0:
+            return []
         return self._loader(self._require(self.val_dataset), sampler=None)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
