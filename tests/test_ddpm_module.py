@@ -637,11 +637,13 @@ def test_nan_loss_stops_training(tiny_model_kwargs: dict) -> None:
 
 
 # ---------------------------------------------------------------------- 9. speed switches
-def losses_and_weights(module: DDPMModule, steps: int = 4) -> tuple[list[float], dict]:
+def losses_and_weights(
+    module: DDPMModule, steps: int = 4, **trainer_overrides
+) -> tuple[list[float], dict]:
     """Per-step losses and final weights of a short seeded run on fixed images."""
     L.seed_everything(0)
     recorder = LossRecorder()
-    make_trainer(max_steps=steps, callbacks=[recorder]).fit(
+    make_trainer(max_steps=steps, callbacks=[recorder], **trainer_overrides).fit(
         module, image_loader(fixed_images(8), 4)
     )
     return recorder.losses, unet_params(module)
@@ -680,6 +682,36 @@ def test_speed_switch_trains_the_plain_paths_loss_curve(switch: dict, plain_run,
     assert list(module.state_dict()) == keys
     module.save_pretrained(tmp_path / "pipeline")
     assert DDPMModule(image_size=16, pretrained_model_name_or_path=str(tmp_path / "pipeline"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
+    "switch",
+    [
+        {"adam_fused": True},
+        {"channels_last": True},
+        {"float32_matmul_precision": "high"},
+        {"compile_unet": True},
+    ],
+    ids=lambda switch: next(iter(switch)),
+)
+def test_speed_switch_on_gpu_trains_the_plain_paths_loss_curve(switch: dict) -> None:
+    # Where the switches take effect: fused kernels, tensor-core layouts, TF32 and Triton.
+    def run(**options) -> tuple[list[float], dict]:
+        L.seed_everything(0)
+        module = DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1, **options)
+        return losses_and_weights(module, accelerator="gpu")
+
+    precision = torch.get_float32_matmul_precision()
+    try:
+        losses, weights = run(**{"adam_fused": False, **switch})
+    finally:
+        torch.set_float32_matmul_precision(precision)
+    plain_losses, plain_weights = run(adam_fused=False)
+    # TF32 rounds matmul inputs to 10 mantissa bits: noise of about 1e-3, not another curve.
+    np.testing.assert_allclose(losses, plain_losses, rtol=5e-3)
+    assert max_difference(weights, plain_weights) < 1e-4
 
 
 @pytest.mark.parametrize("adam_fused, expected", [(None, False), (True, True), (False, False)])

@@ -5,7 +5,7 @@
 #
 #   bash benchmarks/gpu/checks.sh [OUT_DIR]        (default: benchmarks/results/gpu)
 #
-# Stages, in this order: env (GPU and versions), tests (pytest -m gpu), train (the tutorial's fp16
+# Stages, in this order: env (GPU and versions), tests (pytest -m gpu: precision, switches), train (the tutorial's fp16
 # loop against ddpm_lightning's defaults at fp16), train_fast (against ddpm_lightning's fast path
 # without compile), switches (each speed switch against the defaults, loss curves included),
 # sampling (the four samplers at 128 px), batch (batch 128, for MFU), data (ImageDataModule
@@ -56,7 +56,7 @@ else
   sampling_preset=(--preset tutorial --device cuda)
   big_batch=(--batch 128)
   data_size=(--image-size 128)
-  tests=(-m gpu tests/test_precision.py)
+  tests=(-m gpu tests/)
 fi
 
 status=()
