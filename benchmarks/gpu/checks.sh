@@ -56,7 +56,7 @@ else
   sampling_preset=(--preset tutorial --device cuda)
   big_batch=(--batch 128)
   data_size=(--image-size 128)
-  tests=(-m gpu tests/)
+  tests=(-m gpu tests/test_precision.py tests/test_ddpm_module.py) # the gpu-marked ones
 fi
 
 status=()
