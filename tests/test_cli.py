@@ -41,8 +41,15 @@ def test_every_shipped_config_trains_through_the_real_cli(
     config: Path, tmp_path: Path, image_folder: Path
 ) -> None:
     output_dir = tmp_path / "run"
+    # An overlay (no class_path of its own, like fast_gpu.yaml) goes over the tutorial's config.
+    base = (
+        []
+        if "class_path" in config.read_text()
+        else [f"--config={config.with_name('butterflies.yaml')}"]
+    )
     args = [
         "fit",
+        *base,
         f"--config={config}",
         *TINY_OVERRIDES,
         "--data.init_args.dataset_name=imagefolder",
@@ -61,6 +68,8 @@ def test_every_shipped_config_trains_through_the_real_cli(
     assert (output_dir / "checkpoints" / "last.ckpt").is_file()
     assert DDPMPipeline.from_pretrained(output_dir).unet.config.sample_size == 16
     assert cli.model.hparams.image_size == 16  # linked from the data
+    if config.name == "fast_gpu.yaml":  # the overlay's switches reach the module
+        assert cli.model.hparams.channels_last and cli.model.hparams.learning_rate == 1e-4
 
 
 def test_print_config_shows_the_tutorials_values(capsys: pytest.CaptureFixture) -> None:
