@@ -35,7 +35,7 @@ from train_throughput import (
     WindowCallback,
     flops_per_image,
     make_module,
-    quiet_lightning,
+    start_run,
 )
 
 
@@ -184,9 +184,7 @@ def loss_difference(losses: list[float], reference: list[float]) -> dict[str, fl
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    quiet_lightning()
-    _common.set_threads(args.threads)
-    machine = _common.machine_info(args.device)
+    machine = start_run(args)
     flops = flops_per_image(args)
     reference_name = args.configs[0]
     print(

@@ -357,18 +357,18 @@ def check_same_unet(args: argparse.Namespace) -> int:
     return count
 
 
-def quiet_lightning() -> None:
-    """Only the progress bars: Lightning's info lines and worker hints would break the tables."""
+def start_run(args: argparse.Namespace) -> dict[str, Any]:
+    """Quiet Lightning (its info lines would break the tables), set threads; the machine facts."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    _common.set_threads(args.threads)
+    return _common.machine_info(args.device)
 
 
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    quiet_lightning()
-    _common.set_threads(args.threads)
-    machine = _common.machine_info(args.device)
+    machine = start_run(args)
     parameters = check_same_unet(args)
     flops = flops_per_image(args)
     print(
