@@ -124,6 +124,58 @@ def test_loss_falls_over_a_few_dozen_cpu_steps(tiny_model_kwargs: dict) -> None:
     assert np.mean(recorder.losses[-5:]) < np.mean(recorder.losses[:5])
 
 
+class FixedNoise(DDPMModule):
+    """Draws each step's noise and timesteps from a list, so a plain loop can use the same."""
+
+    def __init__(self, draws: list[tuple[torch.Tensor, torch.Tensor]], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.draws = draws
+
+    def sample_noise(self, images, batch_idx):
+        return self.draws[self.global_step]
+
+
+def test_trainer_fit_ends_with_the_tutorial_loops_weights(tiny_model_kwargs: dict) -> None:
+    # Lightning's own parity standard: the same final weights as the plain PyTorch loop. The
+    # loop is the tutorial's, line for line (AdamW, cosine warm-up, clip 1.0, step, zero_grad).
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+
+    steps, images = 6, fixed_images(12)
+    generator = torch.Generator().manual_seed(3)
+    draws = [
+        (
+            torch.randn(2, 3, 16, 16, generator=generator),
+            torch.randint(0, 1000, (2,), generator=generator),
+        )
+        for _ in range(steps)
+    ]
+    settings = {**tiny_model_kwargs, "learning_rate": 1e-3, "lr_warmup_steps": 2}
+    L.seed_everything(0)
+    module = FixedNoise(draws, **settings)
+    unet = DDPMModule(**settings).unet
+    unet.load_state_dict(module.unet.state_dict())  # the same initial weights
+    initial = unet_params(module)
+    make_trainer(max_epochs=1).fit(module, image_loader(images, 2))
+
+    scheduler = module.noise_scheduler
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-3)
+    lr_schedule = get_cosine_schedule_with_warmup(optimizer, 2, steps)
+    for step, clean in enumerate(images.split(2)):
+        noise, timesteps = draws[step]
+        noisy = scheduler.add_noise(clean, noise, timesteps)
+        loss = F.mse_loss(unet(noisy, timesteps, return_dict=False)[0], noise)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        optimizer.step()
+        lr_schedule.step()
+        optimizer.zero_grad()
+
+    assert module.global_step == steps
+    loop_weights = {name: p.detach() for name, p in unet.named_parameters()}
+    assert max_difference(loop_weights, initial) > 1e-3  # trained: not trivially equal
+    assert max_difference(unet_params(module), loop_weights) < 1e-6
+
+
 # ---------------------------------------------------------------------- 2. objectives
 @pytest.mark.parametrize("kind", PREDICTION_TYPES)
 def test_target_and_loss_follow_the_prediction_type(kind: str, tiny_model_kwargs: dict) -> None:
