@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 from diffusers import DDPMPipeline
+from lightning.pytorch.strategies import DDPStrategy
 
 from ddpm_lightning import DDPMModule, ImageDataModule
 from ddpm_lightning.callbacks import EMA
@@ -120,3 +123,52 @@ def test_accumulating_two_batches_of_8_equals_one_batch_of_16(tmp_path: Path) ->
         == int(single_ema._average_model.n_averaged)
         == 4
     )
+
+
+class NaNOnRankOne(DDPMModule):
+    """Rank 1 alone gets a NaN loss at step 1 (as from one bad image in its shard).
+
+    Each rank writes the error it raises, then waits for the other: the launcher kills the
+    remaining processes as soon as one fails, which could cut a slower rank's write short.
+    """
+
+    def __init__(self, error_folder: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.error_folder = Path(error_folder)
+
+    def diffusion_loss(self, images, noise, timesteps):
+        loss = super().diffusion_loss(images, noise, timesteps)
+        if self.global_rank == 1 and self.global_step == 1:
+            return loss * float("nan")
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        try:
+            return super().training_step(batch, batch_idx)
+        except FloatingPointError as error:
+            (self.error_folder / f"rank{self.global_rank}.error").write_text(str(error))
+            torch.distributed.barrier()
+            raise
+
+
+def test_a_nan_loss_on_one_rank_stops_every_rank(tmp_path: Path, image_folder: Path) -> None:
+    # Without the shared decision, rank 0 would wait in the next gradient all-reduce until the
+    # process group's timeout (30 minutes by default; 60 s here) and fail with another error.
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=DDPStrategy(start_method="fork", timeout=timedelta(seconds=60)),
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with pytest.raises(Exception, match="FloatingPointError"):
+        trainer.fit(
+            NaNOnRankOne(str(tmp_path), image_size=16, **TINY_UNET, lr_warmup_steps=1),
+            ImageDataModule(data_dir=str(image_folder), image_size=16, train_batch_size=3),
+        )
+    errors = {rank: (tmp_path / f"rank{rank}.error").read_text() for rank in (0, 1)}
+    assert errors[1].startswith("The training loss became nan at step 1")
+    assert errors[0].startswith("The training loss became non-finite on another rank at step 1")

@@ -261,14 +261,27 @@ class DDPMModule(LightningModule):
         images = self._checked_images(batch)
         noise, timesteps = self.sample_noise(images, batch_idx)
         loss = self.diffusion_loss(images, noise, timesteps)
-        if not torch.isfinite(loss):
+        if not self._finite_on_every_rank(loss):
+            value = loss.item() if not torch.isfinite(loss) else "non-finite on another rank"
             raise FloatingPointError(
-                f"The training loss became {loss.item()} at step {self.global_step} (epoch "
+                f"The training loss became {value} at step {self.global_step} (epoch "
                 f"{self.current_epoch}, batch {batch_idx}); training stopped. Lower the learning "
                 "rate, keep gradient clipping on, or train in bf16-mixed or 32-bit precision."
             )
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def _finite_on_every_rank(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite here and, under DDP, on every other rank too.
+
+        All ranks must stop together: a rank that raised alone would leave the others waiting
+        in the next gradient all-reduce until the process group times out.
+        """
+        finite = bool(torch.isfinite(loss))
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            finite = not trainer.strategy.reduce_boolean_decision(not finite, all=False)
+        return finite
 
     def sample_noise(
         self, images: torch.Tensor, batch_idx: int
