@@ -16,6 +16,8 @@
 #   DATA_DIR                   image folder (default: .gpu-data/butterflies from bundle.sh, else
 #                              ../shared/data/butterflies)
 #   PEAK_TFLOPS                the GPU's dense bf16/fp16 peak, for MFU (default 989: H100/H200)
+#   TRAIN_IMAGES_PER_S         training's images/s for the data stage (default: from
+#                              train_fast.json of an earlier stage in OUT_DIR)
 #   SMOKE=1                    tiny sizes on the CPU: checks this script, measures nothing
 #   ARCHIVE=path.tar.gz        after every stage, pack OUT_DIR into this file (for machines
 #                              that return only a few files: everything so far comes back)
@@ -95,9 +97,9 @@ stage batch 120 "$python" benchmarks/train_throughput.py "${train_preset[@]}" "$
   --data-dir "$data" --precision bf16 --variants predecoded --repeats 1 \
   --output "$out/train_batch.json"
 # Training's images/s from the train stage: the data must deliver at least ten times that.
-consumed=$("$python" -c "import json, sys
+consumed=${TRAIN_IMAGES_PER_S:-$("$python" -c "import json, sys
 runs = json.load(open('$out/train_fast.json'))['variants']['tutorial-data']
-print(runs['ddpm_lightning']['median_images_per_s'])" 2>/dev/null || echo 0)
+print(runs['ddpm_lightning']['median_images_per_s'])" 2>/dev/null || echo 0)}
 stage data 120 "$python" benchmarks/data_throughput.py --data-dir "$data" "${data_size[@]}" \
   --workers 0 4 --train-images-per-s "$consumed" --output "$out/data.json"
 stage compile 300 "$python" benchmarks/speed_switches.py "${switch_preset[@]}" --data-dir "$data" \
