@@ -83,3 +83,37 @@ def every_epoch_outputs(output_dir: Path, **overrides):
         **overrides,
     }
     return TrainingOutputs(**settings)
+
+
+def fit_tiny(
+    run_dir: Path,
+    image_folder: Path,
+    callbacks: list,
+    *,
+    ckpt_path: str | None = None,
+    train_batch_size: int = 4,
+    outputs: dict | None = None,
+    **trainer_kwargs,
+):
+    """Train the tiny UNet on ``image_folder`` with EMA, grids, exports and checkpoints every
+    epoch into ``run_dir`` (``outputs`` overrides ``every_epoch_outputs``); the Trainer."""
+    import lightning as L
+
+    from ddpm_lightning import DDPMModule, ImageDataModule
+
+    training_outputs = every_epoch_outputs(run_dir, use_ema=True, **(outputs or {}))
+    trainer = L.Trainer(
+        callbacks=[*training_outputs.callbacks(), *callbacks],
+        logger=training_outputs.logger(),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **trainer_kwargs,
+    )
+    trainer.fit(
+        DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1),
+        ImageDataModule(
+            data_dir=str(image_folder), image_size=16, train_batch_size=train_batch_size
+        ),
+        ckpt_path=ckpt_path,
+    )
+    return trainer

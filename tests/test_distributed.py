@@ -14,7 +14,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from ddpm_lightning import DDPMModule, ImageDataModule
 from ddpm_lightning.callbacks import EMA
 
-from .conftest import TINY_UNET, every_epoch_outputs, write_images
+from .conftest import TINY_UNET, fit_tiny, write_images
 
 
 class RecordRank(L.Callback):
@@ -39,21 +39,16 @@ class RecordRank(L.Callback):
 
 
 def test_two_process_ddp_on_cpu(tmp_path: Path, image_folder: Path) -> None:
-    outputs = every_epoch_outputs(tmp_path / "run", use_ema=True)
     L.seed_everything(0)
-    trainer = L.Trainer(
+    fit_tiny(
+        tmp_path / "run",
+        image_folder,
+        [RecordRank(tmp_path)],
+        train_batch_size=3,
         accelerator="cpu",
         devices=2,
         strategy="ddp_fork",
         max_epochs=2,
-        callbacks=[*outputs.callbacks(), RecordRank(tmp_path)],
-        logger=outputs.logger(),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(
-        DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1),
-        ImageDataModule(data_dir=str(image_folder), image_size=16, train_batch_size=3),
     )
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
     assert all(record["world_size"] == 2 for record in ranks)

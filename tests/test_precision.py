@@ -17,9 +17,9 @@ from diffusers import DDPMPipeline
 from lightning.pytorch.plugins import MixedPrecision
 from PIL import Image
 
-from ddpm_lightning import DDPMModule, ImageDataModule
+from ddpm_lightning import DDPMModule
 
-from .conftest import TINY_UNET, every_epoch_outputs
+from .conftest import TINY_UNET, fit_tiny
 
 
 class RecordLosses(L.Callback):
@@ -43,30 +43,6 @@ def fp16_on_cpu(init_scale: float = 2.0**10) -> MixedPrecision:
     return MixedPrecision("16-mixed", "cpu", scaler=scaler)
 
 
-def fit_tiny(
-    run_dir: Path,
-    image_folder: Path,
-    callbacks: list,
-    ckpt_path: str | None = None,
-    **trainer_kwargs,
-) -> L.Trainer:
-    """Train the tiny UNet with grids, exports and checkpoints every epoch into ``run_dir``."""
-    outputs = every_epoch_outputs(run_dir, num_inference_steps=3, use_ema=True)
-    trainer = L.Trainer(
-        callbacks=[*outputs.callbacks(), *callbacks],
-        logger=outputs.logger(),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **trainer_kwargs,
-    )
-    trainer.fit(
-        DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1),
-        ImageDataModule(data_dir=str(image_folder), image_size=16, train_batch_size=4),
-        ckpt_path=ckpt_path,
-    )
-    return trainer
-
-
 def train_and_sample(
     tmp_path: Path,
     image_folder: Path,
@@ -80,6 +56,7 @@ def train_and_sample(
         tmp_path / "run",
         image_folder,
         [losses],
+        outputs={"num_inference_steps": 3},
         max_epochs=2,
         accelerator=accelerator,
         devices=1,
@@ -125,6 +102,7 @@ def test_fp16_mixed_trains_samples_and_resumes_its_grad_scaler_on_cpu(
         image_folder,
         [recorder],
         ckpt_path="last",
+        outputs={"num_inference_steps": 3},
         max_epochs=3,
         accelerator="cpu",
         plugins=[fp16_on_cpu(init_scale=1.0)],
