@@ -16,16 +16,16 @@ from jsonargparse import CLI
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from PIL import Image
-from torchvision.utils import make_grid
 
 from ddpm_lightning.callbacks import PNGPredictionWriter, TrainingOutputs
-from ddpm_lightning.callbacks.sample_grid import grid_shape, save_png_atomically
 from ddpm_lightning.data import ButterfliesDataModule, ImageDataModule  # noqa: F401 (short names)
 from ddpm_lightning.loading import check_checkpoint_readable, load_module
 from ddpm_lightning.models import DDPMModule
 from ddpm_lightning.models.ddpm_module import SamplerName
-from ddpm_lightning.sampling import to_pil, to_uint8
+from ddpm_lightning.sampling.generation import ImageGenerator
+from ddpm_lightning.sampling.seeds import image_seeds
+from ddpm_lightning.utils.images import grid_shape, image_grid, save_png
+from ddpm_lightning.utils.overwrite_guard import refuse_to_overwrite
 
 TRAINER_SUBCOMMANDS = ("fit", "validate", "predict")
 #: Module arguments that say how to sample: taken from the command, never from --ckpt_path.
@@ -68,32 +68,39 @@ class DDPMLightningCLI(LightningCLI):
         if self.subcommand == "predict":
             self.datamodule = None
 
-    def _parse_ckpt_path(self) -> None:
-        """Check ``--ckpt_path`` first: LightningCLI reads its hyperparameters while parsing.
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, then check ``--ckpt_path`` before LightningCLI reads its hyperparameters.
 
         A truncated or foreign file then fails with an error that says what to do, before
-        anything runs, instead of an unpickling traceback.
+        anything runs, instead of an unpickling traceback. The checkpoint's hyperparameters
+        then replace the model's arguments (the architecture must match the weights), but how
+        to sample is this command's business: those settings are kept aside here and put back
+        in :meth:`before_instantiate_classes`.
         """
+        super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if not (ckpt_path and Path(ckpt_path).is_file()):
-            return super()._parse_ckpt_path()
-        check_checkpoint_readable(ckpt_path)
-        # The checkpoint's hyperparameters replace the model's arguments (the architecture must
-        # match the weights), but how to sample is this command's business, not the run's.
-        model = self.config[subcommand]["model"]
-        keys = [f"init_args.{name}" for name in SAMPLING_SETTINGS]
-        requested = {key: model.get(key) for key in keys if model.get(key) is not None}
-        super()._parse_ckpt_path()
-        model = self.config[subcommand]["model"]
-        for key, value in requested.items():
-            model[key] = value
-        return None
+        self.requested_sampling: dict[str, Any] = {}
+        if ckpt_path and Path(ckpt_path).is_file():
+            check_checkpoint_readable(ckpt_path)
+            model = self.config[subcommand]["model"]
+            keys = [f"init_args.{name}" for name in SAMPLING_SETTINGS]
+            self.requested_sampling = {
+                key: model[key] for key in keys if model.get(key) is not None
+            }
+
+    def before_instantiate_classes(self) -> None:
+        """Sampling settings on the command line win over the checkpoint's (see above)."""
+        if self.requested_sampling:
+            model = self.config[self.subcommand]["model"]
+            for key, value in self.requested_sampling.items():
+                model[key] = value
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Add the output callbacks (fit) or the PNG writer (predict), and the default logger."""
-        outputs: TrainingOutputs = self._get(self.config_init, "output")
-        trainer_config = self._get(self.config_init, "trainer", default={})
+        config = self.config_init[self.subcommand]
+        outputs: TrainingOutputs = config["output"]
+        trainer_config = config.get("trainer") or {}
         callbacks = list(trainer_config.get("callbacks") or [])
         logger = trainer_config.get("logger")
         if self.subcommand == "fit":
@@ -103,7 +110,8 @@ class DDPMLightningCLI(LightningCLI):
             if logger is False:
                 callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
         elif self.subcommand == "predict":
-            callbacks.append(PNGPredictionWriter(str(outputs.output_dir / "predictions")))
+            folder = str(outputs.output_dir / "predictions")
+            callbacks.append(PNGPredictionWriter(folder, overwrite=outputs.overwrite_output_dir))
         return super().instantiate_trainer(callbacks=callbacks, logger=logger, **kwargs)
 
 
@@ -165,22 +173,15 @@ def sample(
     """
     folder = Path(output_dir)
     paths = [folder / f"{index:05d}.png" for index in range(num_images)] + [folder / "grid.png"]
-    existing = [path for path in paths if path.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"{str(existing[0])!r} already exists. Choose another output_dir or pass --overwrite."
-        )
+    advice = "Choose another --output_dir, or replace them with --overwrite true."
+    refuse_to_overwrite(paths, overwrite, advice)
     module = load_module(source).to(device)
-    batches = []
-    for start in range(0, num_images, batch_size):
-        seeds = list(range(seed + start, seed + min(start + batch_size, num_images)))
-        batches.append(module.generate_from_seeds(seeds, num_inference_steps, sampler).cpu())
-    images = torch.cat(batches)
-    for path, image in zip(paths, to_pil(images)):
-        save_png_atomically(image, path)
-    _, cols = grid_shape(num_images, None, None)
-    grid = to_uint8(make_grid(images, nrow=cols, padding=0)).permute(1, 2, 0).numpy()
-    save_png_atomically(Image.fromarray(grid), paths[-1])
+    generator = ImageGenerator(module, sampler, num_inference_steps, batch_size)
+    images = generator(image_seeds(seed, num_images)).cpu()
+    for path, image in zip(paths, images):
+        save_png(image, path)
+    _, cols = grid_shape(num_images)
+    save_png(image_grid(images, cols), paths[-1])
     print(f"Wrote {num_images} images and grid.png to {folder}")
     return paths
 

@@ -429,9 +429,9 @@ def test_two_ranks_give_the_one_process_value(
     (one,) = (tmp_path / "cache1").glob("*.pt")
     assert two.name == one.name
     two, one = torch.load(two), torch.load(one)
-    for name, value in one["fid"].items():
-        assert torch.allclose(two["fid"][name].double(), value.double(), rtol=1e-6)
-    assert torch.allclose(two["kid"]["real_features"], one["kid"]["real_features"])
+    # The cache holds the real features; FID's sums and KID's set are computed from them.
+    assert two["real_features"].shape == (32, TinyFeatures.num_features)
+    assert torch.allclose(two["real_features"], one["real_features"])
 
 
 def test_evaluate_command_prints_a_table_per_sampler(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import WeightAveraging
+from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+from ddpm_lightning.private_apis import averaged_model
+from ddpm_lightning.utils.averaged_weights import averaged_weights
+
+__all__ = ["EMA", "averaged_weights", "ema_decay"]
 
 
 def ema_decay(
@@ -70,9 +73,15 @@ class EMA(WeightAveraging):
         if stage == "fit":
             self.average_in_module = False
 
-    def _swap_models(self, pl_module: LightningModule) -> None:
-        super()._swap_models(pl_module)
-        self.average_in_module = not self.average_in_module
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Lightning swaps the averaged weights in for validation: remember that."""
+        super().on_validation_epoch_start(trainer, pl_module)
+        self.average_in_module = averaged_model(self) is not None
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """... and swaps them out again after it."""
+        super().on_validation_epoch_end(trainer, pl_module)
+        self.average_in_module = False
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         """Update after every ``update_every_n_steps``-th optimizer step, never at epoch end."""
@@ -92,30 +101,5 @@ class EMA(WeightAveraging):
         floating = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
         if floating:
             averaged_float, current_float = zip(*floating)
-            torch._foreach_lerp_(list(averaged_float), list(current_float), 1.0 - decay)
-
-
-@contextlib.contextmanager
-def averaged_weights(trainer: Trainer, pl_module: LightningModule) -> Iterator[bool]:
-    """Sample or export with the EMA weights when the Trainer has an EMA callback.
-
-    Yields True when the module holds the averaged weights inside the block. Works with
-    :class:`EMA` and with any of Lightning's ``WeightAveraging`` callbacks
-    (``EMAWeightAveraging`` too); only :class:`EMA` knows when validation has already swapped
-    the averaged weights in, so only it is safe to use from validation hooks.
-    """
-    averaging = [cb for cb in trainer.callbacks if isinstance(cb, WeightAveraging)]
-    active = [cb for cb in averaging if getattr(cb, "_average_model", None) is not None]
-    if not active:
-        yield False
-        return
-    callback = active[0]
-    if getattr(callback, "average_in_module", False):
-        # Inside validation the averaged weights are already in place: swapping would undo it.
-        yield True
-        return
-    callback._swap_models(pl_module)
-    try:
-        yield True
-    finally:
-        callback._swap_models(pl_module)
+            # torch's EMA step (one foreach lerp), with this update's warmed-up decay.
+            get_ema_multi_avg_fn(decay)(list(averaged_float), list(current_float), num_averaged)

@@ -6,8 +6,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
-from ddpm_lightning.callbacks.ema import averaged_weights
 from ddpm_lightning.models.ddpm_module import SamplerName
+from ddpm_lightning.private_apis import val_check_time_interval
 from ddpm_lightning.quality import (
     DEFAULT_CACHE_DIR,
     INCEPTION_FEATURES,
@@ -16,9 +16,9 @@ from ddpm_lightning.quality import (
     build_feature_extractor,
     dataset_identity,
     feature_extractor_id,
-    shard,
 )
 from ddpm_lightning.sampling import check_sampler_name
+from ddpm_lightning.sampling.generation import ImageGenerator
 
 
 class FIDCallback(Callback):
@@ -208,23 +208,15 @@ class FIDCallback(Callback):
         ) % self.every_n_epochs == 0 and self._last_epoch != trainer.current_epoch
 
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
-        evaluator = self._require_evaluator()
-        my_share = shard(self.num_images, trainer.global_rank, trainer.world_size)
-        seeds = [self.seed + i for i in my_share]
-        was_training = pl_module.training
-        try:
-            with averaged_weights(trainer, pl_module):
-                values = evaluator.evaluate(
-                    pl_module,
-                    seeds,
-                    self.num_images,
-                    self.sampler,
-                    self.num_inference_steps,
-                    self.batch_size,
-                    generation_context=trainer.precision_plugin.forward_context,
-                )
-        finally:
-            pl_module.train(was_training)
+        generator = ImageGenerator(
+            pl_module,
+            self.sampler,
+            self.num_inference_steps,
+            self.batch_size,
+            trainer=trainer,
+            description=f"FID/KID, epoch {trainer.current_epoch}",
+        )
+        values = self._require_evaluator().evaluate(generator, self.num_images, self.seed)
         self._last_epoch, self._last_step = trainer.current_epoch, trainer.global_step
         self.last_metrics = values
         rank_zero_info(
@@ -266,6 +258,6 @@ def _checkpoints_at_validation_end(trainer: Trainer) -> bool:
         num_val_batches = sum(num_val_batches)
     if not getattr(trainer, "enable_validation", True) or not num_val_batches:
         return False
-    if getattr(trainer, "_val_check_time_interval", None) is not None:
+    if val_check_time_interval(trainer) is not None:
         return True
     return trainer.check_val_every_n_epoch != 1 or trainer.val_check_interval != 1.0

@@ -7,10 +7,11 @@ from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from ddpm_lightning.callbacks.ema import averaged_weights
 from ddpm_lightning.callbacks.epoch_schedule import is_due
-from ddpm_lightning.callbacks.output_guard import refuse_to_overwrite
+from ddpm_lightning.callbacks.sample_grid import RUN_ADVICE
 from ddpm_lightning.utils.atomic_export import PIPELINE_MARKER
+from ddpm_lightning.utils.averaged_weights import averaged_weights
+from ddpm_lightning.utils.overwrite_guard import refuse_to_overwrite
 
 #: Called on global rank zero after each export with (trainer, folder, epoch).
 ExportListener = Callable[[Trainer, Path, int], None]
@@ -44,11 +45,11 @@ class PipelineExportCallback(Callback):
         self.save_model_epochs = save_model_epochs
         self.overwrite_output_dir = overwrite_output_dir
         self.listeners: list[ExportListener] = []
-        self.last_export_epoch: int | None = None
 
     def add_listener(self, listener: ExportListener) -> None:
-        """Call ``listener`` after each successful export (the Hub push uses this)."""
-        self.listeners.append(listener)
+        """Call ``listener`` after each successful export (the Hub push uses this), once."""
+        if listener not in self.listeners:
+            self.listeners.append(listener)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Stop before training if an earlier run's pipeline would be overwritten.
@@ -56,7 +57,9 @@ class PipelineExportCallback(Callback):
         Checked here, not in ``setup``: only now does ``trainer.ckpt_path`` say whether this
         run resumes the earlier one.
         """
-        refuse_to_overwrite(trainer, self.output_dir / PIPELINE_MARKER, self.overwrite_output_dir)
+        resuming = trainer.ckpt_path is not None
+        marker = self.output_dir / PIPELINE_MARKER
+        refuse_to_overwrite([marker], self.overwrite_output_dir or resuming, RUN_ADVICE)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Export when due, on global rank zero, with the EMA weights swapped in."""
@@ -67,7 +70,6 @@ class PipelineExportCallback(Callback):
             if trainer.is_global_zero:
                 pl_module.save_pretrained(self.output_dir, overwrite=True)
         trainer.strategy.barrier("pipeline_exported")
-        self.last_export_epoch = epoch
         if trainer.is_global_zero:
             for listener in self.listeners:
                 listener(trainer, self.output_dir, epoch)

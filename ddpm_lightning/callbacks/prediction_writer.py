@@ -8,16 +8,17 @@ from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
-from PIL import Image
 
-from ddpm_lightning.callbacks.sample_grid import save_png_atomically
+from ddpm_lightning.utils.images import save_png
+from ddpm_lightning.utils.overwrite_guard import refuse_to_overwrite
 
 
 class PNGPredictionWriter(BasePredictionWriter):
     """Write ``<output_dir>/<index:05d>.png`` per generated image, as each batch finishes.
 
-    Every rank writes its own shard (indices are global, so names never collide). Existing
-    files are never overwritten silently: the run stops unless ``overwrite`` is True.
+    Every rank writes its own shard (indices are global, so names never collide). PNG files
+    of an earlier run in ``output_dir`` stop the run before anything is generated, unless
+    ``overwrite`` is True.
 
     Args:
         output_dir: the folder for the PNG files.
@@ -28,7 +29,17 @@ class PNGPredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
         self.overwrite = overwrite
-        self.written: list[Path] = []
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Refuse before generating if an earlier run's images are in the folder.
+
+        In ``setup``, which every rank finishes before any rank generates (and writes).
+        """
+        advice = (
+            "Choose another output folder (--output.output_dir), or replace them "
+            "(--output.overwrite_output_dir true; overwrite=True in Python)."
+        )
+        refuse_to_overwrite(sorted(self.output_dir.glob("*.png")), self.overwrite, advice)
 
     def write_on_batch_end(
         self,
@@ -41,16 +52,5 @@ class PNGPredictionWriter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         """Save the batch's uint8 (B, C, H, W) images under their global index."""
-        del pl_module, batch_indices, batch, batch_idx, dataloader_idx, trainer
         for image, index in zip(prediction["images"], prediction["index"].tolist()):
-            path = self.output_dir / f"{index:05d}.png"
-            if path.exists() and not self.overwrite:
-                raise FileExistsError(
-                    f"{str(path)!r} already exists. Choose another output folder or pass "
-                    "overwrite=True to replace the images of the earlier run."
-                )
-            pixels = image.permute(1, 2, 0).numpy()
-            save_png_atomically(
-                Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels), path
-            )
-            self.written.append(path)
+            save_png(image, self.output_dir / f"{index:05d}.png")

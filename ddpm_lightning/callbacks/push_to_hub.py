@@ -51,7 +51,6 @@ class PushToHubCallback(Callback):
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
         self._grids: SampleGridCallback | None = None
-        self.pushed_epochs: list[int] = []
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Fail fast: find the export callback and the token, and create the repository."""
@@ -110,7 +109,6 @@ class PushToHubCallback(Callback):
                 commit_message=f"Epoch {epoch}",
                 ignore_patterns=["*.ckpt", "step_*", "epoch_*"],
             )
-            self.pushed_epochs.append(epoch)
         finally:
             shutil.rmtree(snapshot, ignore_errors=True)
 

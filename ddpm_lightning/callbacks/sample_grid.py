@@ -2,69 +2,26 @@
 
 from __future__ import annotations
 
-import math
-import os
 from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from PIL import Image
-from torchvision.utils import make_grid
 
-from ddpm_lightning.callbacks.ema import averaged_weights
 from ddpm_lightning.callbacks.epoch_schedule import is_due
-from ddpm_lightning.callbacks.output_guard import refuse_to_overwrite
-from ddpm_lightning.sampling import check_sampler_name, to_uint8
+from ddpm_lightning.sampling import check_sampler_name
+from ddpm_lightning.sampling.generation import ImageGenerator
+from ddpm_lightning.sampling.seeds import image_seeds
+from ddpm_lightning.utils.images import grid_shape, image_grid, save_png, to_pil, to_uint8
+from ddpm_lightning.utils.overwrite_guard import refuse_to_overwrite
 
+__all__ = ["RUN_ADVICE", "SampleGridCallback", "grid_shape"]
 
-def grid_shape(num_images: int, rows: int | None, cols: int | None) -> tuple[int, int]:
-    """Rows and columns for a grid: square by default (4 x 4 for the tutorial's 16)."""
-    if rows and cols:
-        if rows * cols < num_images:
-            raise ValueError(f"A {rows}x{cols} grid cannot hold {num_images} images.")
-        return rows, cols
-    if cols:
-        return math.ceil(num_images / cols), cols
-    if rows:
-        return rows, math.ceil(num_images / rows)
-    cols = math.ceil(math.sqrt(num_images))
-    return math.ceil(num_images / cols), cols
-
-
-def sample_on_all_ranks(
-    trainer: Trainer,
-    pl_module: LightningModule,
-    seeds: list[int],
-    num_inference_steps: int,
-    sampler: str,
-) -> torch.Tensor:
-    """Generate one image per seed, the seeds shared out between ranks; all ranks get all.
-
-    Every rank samples ``ceil(len(seeds) / world_size)`` images at once, so no rank idles
-    in a collective (and into a timeout) while another samples alone. Image ``i`` comes from
-    ``seeds[i]`` whatever the number of ranks. Uses the EMA weights when present, the
-    Trainer's precision, and its own generators (the global RNG is untouched).
-    """
-    world_size, rank = trainer.world_size, trainer.global_rank
-    per_rank = math.ceil(len(seeds) / world_size)
-    # Rank r takes images r, r + world_size, ...; the short last share is padded by repeats.
-    mine = [seeds[i] for i in range(rank, len(seeds), world_size)]
-    mine += [seeds[-1]] * (per_rank - len(mine))
-    with averaged_weights(trainer, pl_module), trainer.precision_plugin.forward_context():
-        images = pl_module.generate_from_seeds(mine, num_inference_steps, sampler)
-    images = images.float()
-    if world_size > 1:
-        gathered = trainer.strategy.all_gather(images)  # (world, per_rank, C, H, W)
-        images = gathered.transpose(0, 1).reshape(-1, *images.shape[1:])
-    return images[: len(seeds)]
-
-
-def save_png_atomically(image: Image.Image, path: Path) -> None:
-    """Write a PNG through a temporary file, so a crash never leaves a truncated one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    image.save(temporary, format="PNG")
-    os.replace(temporary, path)
+#: How to go on when fit finds an earlier run's outputs.
+RUN_ADVICE = (
+    "Resume that run (--ckpt_path last; ckpt_path='last' in Python), choose another output "
+    "folder (--output.output_dir), or replace it (--output.overwrite_output_dir true; "
+    "overwrite_output_dir=True)."
+)
 
 
 class SampleGridCallback(Callback):
@@ -120,32 +77,35 @@ class SampleGridCallback(Callback):
         """Stop before training if an earlier run's grids would be overwritten.
 
         Checked here, not in ``setup``: only now does ``trainer.ckpt_path`` say whether this
-        run resumes the earlier one.
+        run resumes the earlier one (which may update its own files).
         """
-        refuse_to_overwrite(trainer, self.grid_path(0), self.overwrite_output_dir)
+        grids = sorted((self.output_dir / "samples").glob("*.png"))
+        resuming = trainer.ckpt_path is not None
+        refuse_to_overwrite(grids, self.overwrite_output_dir or resuming, RUN_ADVICE)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Sample and save when due; every rank samples its share, rank 0 writes."""
         if not is_due(trainer, self.save_image_epochs):
             return
-        seeds = [self.seed + i for i in range(self.eval_batch_size)]
-        images = sample_on_all_ranks(
-            trainer, pl_module, seeds, self.num_inference_steps, self.sampler
+        generator = ImageGenerator(
+            pl_module,
+            self.sampler,
+            self.num_inference_steps,
+            trainer=trainer,
+            description=f"Sample grid, epoch {trainer.current_epoch}",
         )
+        images = generator.on_all_ranks(image_seeds(self.seed, self.eval_batch_size))
         if trainer.is_global_zero:
-            grid = make_grid(images.cpu(), nrow=self.cols, padding=0)
-            self._write(trainer, grid, trainer.current_epoch)
+            self._write(trainer, image_grid(images, self.cols), trainer.current_epoch)
         trainer.strategy.barrier("sample_grid_written")
 
     def _write(self, trainer: Trainer, grid: torch.Tensor, epoch: int) -> None:
-        pixels = to_uint8(grid).permute(1, 2, 0).numpy()
-        image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-        path = self.grid_path(epoch)
-        save_png_atomically(image, path)
+        path = save_png(grid, self.grid_path(epoch))
         self.last_grid_path = path
         for logger in trainer.loggers:
             experiment = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_image"):
                 experiment.add_image("samples", to_uint8(grid), trainer.global_step)
             elif hasattr(logger, "log_image"):
+                (image,) = to_pil(grid.unsqueeze(0))
                 logger.log_image(key="samples", images=[image], step=trainer.global_step)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any, Literal, get_args
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
@@ -14,6 +14,7 @@ from lightning.pytorch import LightningModule
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from ddpm_lightning.models.checkpoint_hparams import self_contained_hyperparameters
 from ddpm_lightning.models.objectives import (
     PREDICTION_TYPES,
     PredictionType,
@@ -23,13 +24,24 @@ from ddpm_lightning.models.objectives import (
 from ddpm_lightning.models.unet import (
     TUTORIAL_BLOCK_OUT_CHANNELS,
     build_unet,
+    check_data_matches_model,
     check_image_size,
     check_unet_matches_data,
     unet_config,
 )
-from ddpm_lightning.sampling import check_sampler_name, denoise, make_sampler, to_pil, to_uint8
+from ddpm_lightning.sampling import (
+    ContiguousShardSampler,
+    check_sampler_name,
+    check_sampler_steps,
+    denoise,
+    make_sampler,
+)
+from ddpm_lightning.sampling.generation import ImageGenerator
 from ddpm_lightning.sampling.seeds import ImageSeeds
 from ddpm_lightning.utils.atomic_export import save_pipeline_atomically
+from ddpm_lightning.utils.checks import check_at_least
+from ddpm_lightning.utils.images import to_pil, to_uint8
+from ddpm_lightning.utils.seeding import seeded_generator
 
 BetaSchedule = Literal["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"]
 VarianceType = Literal[
@@ -145,6 +157,12 @@ class DDPMModule(LightningModule):
                 "float32_matmul_precision", float32_matmul_precision, ("highest", "high", "medium")
             )
         check_sampler_name(sampler)
+        check_at_least("learning_rate", learning_rate, 0.0)
+        check_at_least("lr_warmup_steps", lr_warmup_steps, 0)
+        check_at_least("num_train_timesteps", num_train_timesteps, 1)
+        check_sampler_steps(num_inference_steps, num_train_timesteps)
+        check_at_least("num_predict_images", num_predict_images, 1)
+        check_at_least("predict_batch_size", predict_batch_size, 1)
         self.save_hyperparameters()
         if pretrained_model_name_or_path:
             self.unet, self.noise_scheduler = self._load_pretrained(pretrained_model_name_or_path)
@@ -195,49 +213,26 @@ class DDPMModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the full UNet and scheduler config, so loading needs no pretrained source."""
         hyper_parameters = checkpoint.get("hyper_parameters")
-        if hyper_parameters is not None and hyper_parameters.get("pretrained_model_name_or_path"):
-            # Kept beside, not in, the hyperparameters: the CLI re-parses those as arguments.
+        if hyper_parameters and hyper_parameters.get("pretrained_model_name_or_path"):
             checkpoint["pretrained_from"] = hyper_parameters["pretrained_model_name_or_path"]
-            hyper_parameters["pretrained_model_name_or_path"] = None
-            hyper_parameters["unet_kwargs"] = dict(self.unet.config)
-            hyper_parameters["scheduler_kwargs"] = dict(self.noise_scheduler.config)
-            for key in (
-                "num_train_timesteps",
-                "beta_schedule",
-                "beta_start",
-                "beta_end",
-                "prediction_type",
-                "variance_type",
-                "clip_sample",
-            ):
-                hyper_parameters[key] = self.noise_scheduler.config[key]
-                hyper_parameters["scheduler_kwargs"].pop(key, None)
-            for key in (
-                "block_out_channels",
-                "layers_per_block",
-                "norm_num_groups",
-                "down_block_types",
-                "up_block_types",
-            ):
-                hyper_parameters[key] = self.unet.config[key]
+            checkpoint["hyper_parameters"] = self_contained_hyperparameters(
+                hyper_parameters, self.unet, self.noise_scheduler
+            )
 
     # ------------------------------------------------------------------ training
     def setup(self, stage: str) -> None:
-        """Check the data against the UNet before any training; apply the speed switches."""
+        """Before any work: check the data against the UNet, then apply the speed switches."""
+        datamodule = self.trainer.datamodule if self._trainer else None
+        check_data_matches_model(datamodule, self.hparams.image_size, self.hparams.channels)
+        self.apply_speed_switches()
+
+    def apply_speed_switches(self) -> None:
+        """TF32 matmuls and ``torch.compile`` of the UNet, when asked (once per module)."""
         if self.hparams.get("float32_matmul_precision"):
             torch.set_float32_matmul_precision(self.hparams.float32_matmul_precision)
         if self.hparams.get("compile_unet") and not getattr(self, "_unet_compiled", False):
             self.unet.compile()
             self._unet_compiled = True
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        for name in ("image_size", "channels"):
-            data_value = getattr(datamodule, name, None)
-            if data_value is not None and data_value != self.hparams[name]:
-                raise ValueError(
-                    f"The data has {name}={data_value} but the model was built for "
-                    f"{name}={self.hparams[name]}. Set the same {name} for both (the CLI links "
-                    "them: set it once under data)."
-                )
 
     def diffusion_loss(
         self, images: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
@@ -284,13 +279,19 @@ class DDPMModule(LightningModule):
         return finite
 
     def sample_noise(
-        self, images: torch.Tensor, batch_idx: int
+        self, images: torch.Tensor, batch_idx: int, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gaussian noise like ``images`` and uniform int64 timesteps, one per image.
 
-        Override to change the noise (offset noise, importance-sampled timesteps, ...).
+        Drawn from ``generator``, by default this step's training generator: seeded from the
+        global seed (``seed_everything``), the optimizer step, the batch and the rank instead
+        of the global RNG, which Lightning does not checkpoint, so a resumed run draws the
+        noise of the uninterrupted one, and DDP ranks draw different noise. Override to change
+        the noise (offset noise, importance-sampled timesteps, ...).
         """
-        generator = self._training_generator(images.device, batch_idx)
+        if generator is None:
+            keys = (torch.initial_seed(), self.global_step, batch_idx, self.global_rank)
+            generator = seeded_generator(*keys, device=images.device)
         noise = torch.randn(
             images.shape, generator=generator, device=images.device, dtype=images.dtype
         )
@@ -304,20 +305,6 @@ class DDPMModule(LightningModule):
         )
         return noise, timesteps
 
-    def _training_generator(self, device: torch.device, batch_idx: int) -> torch.Generator:
-        """The generator of one batch's noise and timesteps.
-
-        Seeded from the global seed (``seed_everything``), the optimizer step, the batch and the
-        rank instead of drawing from the global RNG: Lightning does not save RNG states in
-        checkpoints, and the DataLoader and loops draw from the global RNG too, so a resumed run
-        would otherwise draw other noise than the uninterrupted one. DDP ranks, seeded alike by
-        ``seed_everything``, also get different noise this way.
-        """
-        key = np.random.SeedSequence(
-            [torch.initial_seed(), self.global_step, batch_idx, self.global_rank]
-        )
-        return torch.Generator(device).manual_seed(int(key.generate_state(1, np.uint64)[0]))
-
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """The loss at noise and timesteps fixed by ``seed`` and the batch index.
 
@@ -325,14 +312,8 @@ class DDPMModule(LightningModule):
         across epochs.
         """
         images = self._checked_images(batch)
-        generator = torch.Generator().manual_seed(self.hparams.seed * 100_003 + batch_idx)
-        noise = torch.randn(images.shape, generator=generator).to(images)
-        timesteps = torch.randint(
-            0,
-            self.noise_scheduler.config.num_train_timesteps,
-            (images.shape[0],),
-            generator=generator,
-        ).to(images.device)
+        generator = seeded_generator(self.hparams.seed, batch_idx, device=images.device)
+        noise, timesteps = self.sample_noise(images, batch_idx, generator)
         loss = self.diffusion_loss(images, noise, timesteps)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
 
@@ -389,6 +370,13 @@ class DDPMModule(LightningModule):
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # ------------------------------------------------------------------ sampling
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the UNet makes."""
+        size = self.unet.config.sample_size
+        height, width = (size, size) if isinstance(size, int) else size
+        return self.unet.config.in_channels, height, width
+
     def generate(
         self,
         num_images: int = 16,
@@ -400,7 +388,9 @@ class DDPMModule(LightningModule):
         """Sample images with the current weights; the global RNG is never touched.
 
         With the ``ddpm`` sampler this gives exactly the images of
-        ``DDPMPipeline(unet, scheduler)(num_images, generator=Generator().manual_seed(seed))``.
+        ``DDPMPipeline(unet, scheduler)(num_images, generator=Generator().manual_seed(seed))``
+        (one generator for the batch, as the pipeline draws); :meth:`generate_from_seeds`
+        gives each image its own seed instead.
 
         Args:
             num_images: how many images, sampled as one batch.
@@ -410,30 +400,13 @@ class DDPMModule(LightningModule):
             output_type: ``pil`` for PIL images, ``pt`` for a float (N, C, H, W) tensor in [0, 1].
         """
         _check_choice("output_type", output_type, ("pil", "pt"))
+        check_at_least("num_images", num_images, 1)
+        settings = ImageGenerator(self, sampler, num_inference_steps)
         generator = torch.Generator("cpu").manual_seed(self.hparams.seed if seed is None else seed)
-        images = self._sample(num_images, generator, num_inference_steps, sampler)
+        images = self._denoise(
+            generator, num_images, settings.sampler, settings.num_inference_steps
+        )
         return to_pil(images) if output_type == "pil" else images
-
-    def _sample(
-        self,
-        num_images: int,
-        generator: torch.Generator | list[torch.Generator],
-        num_inference_steps: int | None,
-        sampler: str | None,
-    ) -> torch.Tensor:
-        scheduler = make_sampler(sampler or self.hparams.sampler, self.noise_scheduler.config)
-        steps = num_inference_steps or self.hparams.num_inference_steps
-        was_training = self.unet.training
-        self.unet.eval()
-        try:
-            return denoise(self.unet, scheduler, num_images, generator, steps)
-        finally:
-            self.unet.train(was_training)
-
-    def predict_dataloader(self) -> DataLoader:
-        """Seeds for ``num_predict_images`` images; the Trainer shards them across devices."""
-        seeds = ImageSeeds(self.hparams.num_predict_images, self.hparams.seed)
-        return DataLoader(seeds, batch_size=self.hparams.predict_batch_size)
 
     def generate_from_seeds(
         self,
@@ -443,15 +416,54 @@ class DDPMModule(LightningModule):
     ) -> torch.Tensor:
         """One image per seed, float (N, C, H, W) in [0, 1] on the module's device.
 
-        Image ``i`` depends only on ``seeds[i]``, not on the batch it is sampled in: this is
-        what lets ``predict`` and the FID callback split generation across ranks.
+        Image ``i`` depends only on ``seeds[i]``, not on the batch it is sampled in (see
+        :class:`~ddpm_lightning.sampling.generation.ImageGenerator`, which adds batching,
+        ranks, EMA weights, precision and a progress bar).
         """
+        return ImageGenerator(self, sampler, num_inference_steps)(seeds)
+
+    def sample_images(
+        self,
+        seeds: list[int],
+        sampler: str,
+        num_inference_steps: int,
+        on_step: Callable[[], object] | None = None,
+    ) -> torch.Tensor:
+        """One batch, one image per seed (each its own CPU generator): what generation calls."""
         generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
-        return self._sample(len(generators), generators, num_inference_steps, sampler)
+        return self._denoise(generators, len(seeds), sampler, num_inference_steps, on_step)
+
+    def _denoise(
+        self,
+        generator: torch.Generator | list[torch.Generator],
+        num_images: int,
+        sampler: str,
+        num_inference_steps: int,
+        on_step: Callable[[], object] | None = None,
+    ) -> torch.Tensor:
+        scheduler = make_sampler(sampler, self.noise_scheduler.config)
+        was_training = self.unet.training
+        self.unet.eval()
+        try:
+            return denoise(
+                self.unet, scheduler, num_images, generator, num_inference_steps, on_step
+            )
+        finally:
+            self.unet.train(was_training)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Seeds for ``num_predict_images`` images, split over ranks as all generation is."""
+        seeds = ImageSeeds(self.hparams.num_predict_images, self.hparams.seed)
+        trainer = self._trainer
+        world_size, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        sampler = ContiguousShardSampler(seeds, num_replicas=world_size, rank=rank)
+        return DataLoader(seeds, batch_size=self.hparams.predict_batch_size, sampler=sampler)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
         """Generate one batch, each image from its own seed: uint8 (B, C, H, W) on the CPU."""
-        images = self.generate_from_seeds(batch["seed"].tolist())
+        images = ImageGenerator(self, trainer=self.trainer, description="Predicting")(
+            batch["seed"].tolist()
+        )
         return {"images": to_uint8(images).cpu(), "index": batch["index"].cpu()}
 
     # ------------------------------------------------------------------ export

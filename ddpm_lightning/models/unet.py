@@ -106,3 +106,15 @@ def build_unet(config: dict[str, Any]) -> UNet2DModel:
         return UNet2DModel(**config)
     except TypeError as error:
         raise ValueError(f"UNet2DModel rejected the config {config}: {error}") from error
+
+
+def check_data_matches_model(datamodule: object, image_size: int, channels: int) -> None:
+    """Raise before training if the datamodule's images differ from what the model takes."""
+    for name, model_value in (("image_size", image_size), ("channels", channels)):
+        data_value = getattr(datamodule, name, None)
+        if data_value is not None and data_value != model_value:
+            raise ValueError(
+                f"The data has {name}={data_value} but the model was built for "
+                f"{name}={model_value}. Set the same {name} for both (the CLI links them: set "
+                "it once under data)."
+            )

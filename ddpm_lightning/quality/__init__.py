@@ -11,10 +11,11 @@ from ddpm_lightning.quality.feature_extractors import (
     feature_extractor_id,
     inception_weights_url,
 )
-from ddpm_lightning.quality.metrics import DEFAULT_KID_SUBSET_SIZE, SampleQualityMetrics, shard
+from ddpm_lightning.quality.metrics import DEFAULT_KID_SUBSET_SIZE, SampleQualityMetrics
 from ddpm_lightning.quality.real_images import RealImages, dataset_identity, real_image_batches
 from ddpm_lightning.quality.sampler_comparison import evaluate_samplers, format_table
-from ddpm_lightning.quality.statistics_cache import DEFAULT_CACHE_DIR
+from ddpm_lightning.quality.statistics_cache import DEFAULT_CACHE_DIR, RealStatisticsCache
+from ddpm_lightning.sampling.sharding import shard
 
 __all__ = [
     "DEFAULT_CACHE_DIR",
@@ -23,6 +24,7 @@ __all__ = [
     "FeatureExtractorUnavailableError",
     "InceptionFeature",
     "RealImages",
+    "RealStatisticsCache",
     "SampleQualityEvaluator",
     "SampleQualityMetrics",
     "build_feature_extractor",

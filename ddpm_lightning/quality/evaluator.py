@@ -2,39 +2,36 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 from ddpm_lightning.quality.feature_extractors import (
     count_features,
     extract_features,
     feature_extractor_id,
 )
-from ddpm_lightning.quality.metrics import SampleQualityMetrics, _gather_rows, _identity, shard
+from ddpm_lightning.quality.metrics import SampleQualityMetrics
 from ddpm_lightning.quality.real_images import (
     RealImages,
-    _pixels_digest,
-    _real_batch,
+    pixels_digest,
+    real_batch,
     real_image_batches,
 )
 from ddpm_lightning.quality.statistics_cache import (
-    _CACHE_VERSION,
+    CACHE_VERSION,
     DEFAULT_CACHE_DIR,
-    _cache_path,
-    _load_cache,
-    _save_atomically,
+    RealStatisticsCache,
 )
-from ddpm_lightning.sampling import to_uint8
+from ddpm_lightning.sampling import shard, to_uint8
+from ddpm_lightning.sampling.generation import ImageGenerator
+from ddpm_lightning.sampling.seeds import image_seeds
 
 
 class SampleQualityEvaluator:
@@ -88,7 +85,7 @@ class SampleQualityEvaluator:
         batch_size: int = 64,
         rank: int = 0,
         world_size: int = 1,
-        broadcast: Callable[[Any], Any] = _identity,
+        broadcast: Callable[[Any], Any] | None = None,
     ) -> bool:
         """Load or compute the real statistics; every rank calls this. True on a cache hit.
 
@@ -109,7 +106,7 @@ class SampleQualityEvaluator:
         if num_real < 2:
             raise ValueError(f"FID needs at least 2 real images, got {num_real}.")
         self.extractor.to(device)
-        image_shape = tuple(_real_batch(real_images, [0]).shape[1:])
+        image_shape = tuple(real_batch(real_images, [0]).shape[1:])
         num_features = count_features(self.extractor, image_shape, device)
         extractor_id = self.extractor_id or feature_extractor_id(self.extractor, num_features)
         self.metrics = SampleQualityMetrics(
@@ -121,65 +118,59 @@ class SampleQualityEvaluator:
         ).to(device)
         self.num_real = num_real
 
-        cached, path, key = None, None, {}
-        if rank == 0 and self.cache_dir is not None:
+        cache = RealStatisticsCache(self.cache_dir) if self.cache_dir is not None else None
+        cached, key = None, {}
+        if rank == 0 and cache is not None:
             key = {
-                "version": _CACHE_VERSION,
+                "version": CACHE_VERSION,
                 "dataset": identity,
                 "image_shape": list(image_shape),
                 "num_real_images": num_real,
-                "pixels_digest": _pixels_digest(real_images, num_real),
+                "pixels_digest": pixels_digest(real_images, num_real),
                 "feature_extractor": extractor_id,
             }
-            path = _cache_path(self.cache_dir, key)
-            cached = _load_cache(path, key)
-        self.cache_file = path
-        if broadcast(cached is not None):
-            self.metrics.load_real_states(cached)
-            rank_zero_info(f"FID/KID: real statistics of {num_real} images loaded from {path}.")
+            self.cache_file = cache.path(key)
+            cached = cache.load(key)
+        if (broadcast or _same)(cached is not None):
+            self.metrics.set_real(cached.to(device) if cached is not None else None)
+            rank_zero_info(f"FID/KID: real statistics of {num_real} images from {self.cache_file}.")
             return True
 
         my_share = shard(num_real, rank, world_size)
         local = self._features(real_image_batches(real_images, my_share, batch_size))
-        features = _gather_rows(local, world_size)
+        features = torch.cat(gather_all_tensors(local.contiguous())) if world_size > 1 else local
         self.metrics.set_real(features if rank == 0 else None)
-        if rank == 0 and path is not None:
-            payload = {"key": json.dumps(key, sort_keys=True), **self.metrics.real_states()}
-            _save_atomically(path, payload)
-            rank_zero_info(f"FID/KID: real statistics of {num_real} images cached in {path}.")
+        if rank == 0 and cache is not None and cache.save(key, features) is not None:
+            rank_zero_info(
+                f"FID/KID: real statistics of {num_real} images cached in {self.cache_file}."
+            )
         return False
 
     def score(self, fake_batches: Iterable[Tensor], num_images: int) -> dict[str, float]:
         """FID/KID of this rank's uint8 fake batches; ``num_images`` counts all ranks' images."""
+        return self._score_features(self._features(fake_batches), num_images)
+
+    def _score_features(self, features: Tensor, num_images: int) -> dict[str, float]:
         metrics = self._require_metrics()
-        metrics.add_fake(self._features(fake_batches))
+        metrics.add_fake(features)
         return metrics.compute(self.num_real, num_images)
 
     def evaluate(
-        self,
-        module: LightningModule,
-        seeds: list[int],
-        num_images: int,
-        sampler: str,
-        num_inference_steps: int,
-        batch_size: int = 64,
-        generation_context: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+        self, generator: ImageGenerator, num_images: int, seed: int = 0
     ) -> dict[str, float]:
-        """Generate this rank's ``seeds`` with ``module.generate_from_seeds`` and score them.
+        """Generate images ``seed .. seed + num_images - 1`` (split over ranks) and score them.
 
         Each image depends only on its seed, so the value does not depend on the batch size
-        or on how the seeds are split across ranks.
+        or on how the seeds are split across ranks. Every rank must call this.
         """
-
-        def generated() -> Iterator[Tensor]:
-            for start in range(0, len(seeds), batch_size):
-                with generation_context():
-                    images = module.generate_from_seeds(
-                        seeds[start : start + batch_size], num_inference_steps, sampler
-                    )
-                yield to_uint8(images)
-
-        return self.score(generated(), num_images)
+        # Features batch by batch: only they, not the images, are kept until the end.
+        features = [self._features([])]  # an empty start: a rank may have no seeds
+        generator.on_all_ranks(
+            image_seeds(seed, num_images),
+            on_batch=lambda images: features.append(self._features([to_uint8(images)])),
+            gather=False,
+        )
+        return self._score_features(torch.cat(features), num_images)
 
     def _features(self, batches: Iterable[Tensor]) -> Tensor:
         device = self._require_metrics().fid.device
@@ -192,3 +183,7 @@ class SampleQualityEvaluator:
         if self.metrics is None:
             raise RuntimeError("Call prepare() with the real images first.")
         return self.metrics
+
+
+def _same(value: Any) -> Any:
+    return value

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 from contextlib import AbstractContextManager
 from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
-from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
 
 #: The Inception-v3 layers torchmetrics offers, by feature size.
 InceptionFeature = Literal[64, 192, 768, 2048]
@@ -52,7 +52,7 @@ def build_feature_extractor(
 
 
 def _load_inception(feature: int, weights_path: str | None) -> nn.Module:
-    if not _TORCH_FIDELITY_AVAILABLE:
+    if importlib.util.find_spec("torch_fidelity") is None:
         raise FeatureExtractorUnavailableError(
             "FID/KID with the default Inception-v3 needs torch-fidelity: "
             "pip install torch-fidelity (or pass your own feature_extractor)."

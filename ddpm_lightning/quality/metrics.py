@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
-from torchmetrics.utilities.data import dim_zero_cat
-from torchmetrics.utilities.distributed import gather_all_tensors
 
 #: KID subset size when enough images exist: small enough next to the usual 1000 to 10000
 #: images that the subsets differ and KID's std means something (torch-fidelity uses 1000).
 DEFAULT_KID_SUBSET_SIZE = 100
-_FID_REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 
 
 class _Precomputed(nn.Module):
@@ -34,8 +30,8 @@ class SampleQualityMetrics:
     """torchmetrics' FID and KID fed with the same features, keeping real statistics on reset.
 
     Under DDP both metrics gather their states across ranks in ``compute``, so every rank must
-    call :meth:`set_real` or :meth:`load_real_states` once and :meth:`add_fake` once before
-    each :meth:`compute`; real statistics live on rank 0 only (other ranks add nothing), or the
+    call :meth:`set_real` once and :meth:`add_fake` once before each :meth:`compute`; real
+    statistics live on rank 0 only (other ranks add nothing), or the
     sum over ranks would count them once per rank.
 
     Args:
@@ -88,23 +84,6 @@ class SampleQualityMetrics:
         self.fid.update(features, real=True)
         self.kid.update(features, real=True)
 
-    def real_states(self) -> dict[str, Any]:
-        """What restores the real side: FID's sums and KID's feature list, by torchmetrics name."""
-        return {
-            "fid": {name: getattr(self.fid, name).cpu() for name in _FID_REAL_STATES},
-            "kid": {"real_features": dim_zero_cat(self.kid.real_features).cpu()},
-        }
-
-    def load_real_states(self, states: dict[str, Any] | None) -> None:
-        """Restore :meth:`real_states` (None on ranks other than 0)."""
-        if states is None:
-            self.set_real(None)
-            return
-        for name in _FID_REAL_STATES:
-            current = getattr(self.fid, name)
-            setattr(self.fid, name, states["fid"][name].to(current.device, current.dtype))
-        self.kid.real_features = [states["kid"]["real_features"].to(self.kid.device)]
-
     def add_fake(self, features: Tensor) -> None:
         """All of this rank's generated features in one call (KID gathers lists pairwise)."""
         self.fid.update(features, real=False)
@@ -128,25 +107,3 @@ class SampleQualityMetrics:
             self.fid.reset()
             self.kid.reset()
         return {"fid": float(fid), "kid": float(kid_mean), "kid_std": float(kid_std)}
-
-
-# ----------------------------------------------------------------------------- distribution
-def shard(num_items: int, rank: int, world_size: int) -> range:
-    """The contiguous block of ``range(num_items)`` that ``rank`` handles.
-
-    Contiguous, so the gathered features (rank 0's block, then rank 1's, ...) are in the same
-    order as in one process: KID's subset draws, and so its value, then match too.
-    """
-    per_rank, extra = divmod(num_items, world_size)
-    start = rank * per_rank + min(rank, extra)
-    return range(start, start + per_rank + (rank < extra))
-
-
-def _gather_rows(features: Tensor, world_size: int) -> Tensor:
-    if world_size == 1:
-        return features
-    return torch.cat(gather_all_tensors(features.contiguous()))
-
-
-def _identity(value: Any) -> Any:
-    return value

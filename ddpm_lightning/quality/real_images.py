@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 #: Real images hashed into the cache key, to notice a changed dataset behind the same name.
-_DIGEST_IMAGES = 64
+DIGEST_IMAGES = 64
 
 #: Real images: uint8 (N, C, H, W), or a dataset of uint8 (C, H, W) tensors (``PixelDataset``).
 RealImages = Tensor | Dataset
@@ -24,10 +24,11 @@ def real_image_batches(
     """Uint8 (B, C, H, W) batches of the real images at ``indices``."""
     indices = list(indices)
     for start in range(0, len(indices), batch_size):
-        yield _real_batch(source, indices[start : start + batch_size])
+        yield real_batch(source, indices[start : start + batch_size])
 
 
-def _real_batch(source: RealImages, indices: list[int]) -> Tensor:
+def real_batch(source: RealImages, indices: list[int]) -> Tensor:
+    """The uint8 (B, C, H, W) real images at ``indices``, from a tensor or a dataset."""
     if isinstance(source, Tensor):
         batch = source[indices]
     else:
@@ -66,6 +67,7 @@ def dataset_identity(datamodule: Any = None, dataset_key: str | None = None) -> 
     return identity
 
 
-def _pixels_digest(source: RealImages, num_images: int) -> str:
-    batch = _real_batch(source, list(range(min(num_images, _DIGEST_IMAGES))))
+def pixels_digest(source: RealImages, num_images: int) -> str:
+    """A short hash of the first images: notices a changed dataset behind the same name."""
+    batch = real_batch(source, list(range(min(num_images, DIGEST_IMAGES))))
     return hashlib.sha256(batch.contiguous().cpu().numpy().tobytes()).hexdigest()[:16]

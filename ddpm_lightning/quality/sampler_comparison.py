@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -21,7 +20,7 @@ from ddpm_lightning.quality.feature_extractors import (
 )
 from ddpm_lightning.quality.real_images import RealImages, dataset_identity
 from ddpm_lightning.quality.statistics_cache import DEFAULT_CACHE_DIR
-from ddpm_lightning.sampling import check_sampler_name
+from ddpm_lightning.sampling.generation import ImageGenerator
 
 Precision = Literal["32", "bf16-mixed", "16-mixed"]
 _AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -81,9 +80,7 @@ def evaluate_samplers(
     if num_images < 2:
         raise ValueError(f"FID needs at least 2 generated images, got num_images={num_images}.")
     for name, steps in samplers:
-        check_sampler_name(name)
-        if steps < 1:
-            raise ValueError(f"Sampler {name!r} needs at least one step, got {steps}.")
+        ImageGenerator(module, name, steps)  # checks the name and the step count, early
     source, identity = _real_source(real_images, dataset_key)
     extractor = build_feature_extractor(feature_extractor, feature, feature_extractor_weights_path)
     key = feature_extractor_key
@@ -100,12 +97,14 @@ def evaluate_samplers(
     )
     device = module.device
     evaluator.prepare(source, identity, device, max_real_images, batch_size)
-    seeds = list(range(seed, seed + num_images))
     context = _generation_context(precision, device)
     rows = []
     for name, steps in samplers:
         started = time.perf_counter()
-        values = evaluator.evaluate(module, seeds, num_images, name, steps, batch_size, context)
+        generator = ImageGenerator(
+            module, name, steps, batch_size, autocast=context, description=f"{name}, {steps} steps"
+        )
+        values = evaluator.evaluate(generator, num_images, seed)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - started
@@ -166,9 +165,9 @@ def _real_source(
 
 def _generation_context(
     precision: str, device: torch.device
-) -> Callable[[], AbstractContextManager]:
+) -> Callable[[], AbstractContextManager] | None:
     if precision == "32":
-        return contextlib.nullcontext
+        return None
     if precision not in _AUTOCAST_DTYPES:
         choices = ["32", *_AUTOCAST_DTYPES]
         raise ValueError(f"precision must be one of {choices}, got {precision!r}.")

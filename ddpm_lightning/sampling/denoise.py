@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
-import numpy as np
 import torch
 from diffusers import UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
-from PIL import Image
 
 
 @torch.no_grad()
@@ -19,12 +18,14 @@ def denoise(
     num_images: int,
     generator: torch.Generator | list[torch.Generator],
     num_inference_steps: int,
+    on_step: Callable[[], object] | None = None,
 ) -> torch.Tensor:
     """Sample ``num_images`` images in [0, 1], shape (N, C, H, W), float32.
 
     The noise and every scheduler step draw from ``generator`` exactly as ``DDPMPipeline``
     does, so the same seed gives the same images here and in plain diffusers. A list of
     generators gives each image its own stream (images then do not depend on the batch).
+    ``on_step`` is called after every step (progress bars).
     """
     config = unet.config
     size = config.sample_size
@@ -43,18 +44,6 @@ def denoise(
         images = scheduler.step(
             model_output.to(images.dtype), timestep, images, **step_kwargs
         ).prev_sample
+        if on_step is not None:
+            on_step()
     return (images.float() / 2 + 0.5).clamp(0, 1)
-
-
-def to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """[0, 1] (N, C, H, W) tensors to PIL images, rounded as ``DDPMPipeline`` rounds them."""
-    array = images.detach().cpu().permute(0, 2, 3, 1).numpy()
-    array = (array * 255).round().astype(np.uint8)
-    if array.shape[-1] == 1:
-        return [Image.fromarray(image[..., 0], mode="L") for image in array]
-    return [Image.fromarray(image) for image in array]
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[0, 1] float images to uint8 with the same rounding as :func:`to_pil`."""
-    return (images * 255).round().to(torch.uint8)

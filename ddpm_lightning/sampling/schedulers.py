@@ -35,6 +35,16 @@ def check_sampler_name(name: str) -> str:
     return name
 
 
+def check_sampler_steps(num_inference_steps: int, num_train_timesteps: int) -> int:
+    """Return the step count if a sampler can take it, else raise a ValueError with the range."""
+    if not 1 <= num_inference_steps <= num_train_timesteps:
+        raise ValueError(
+            f"num_inference_steps must be between 1 and the model's {num_train_timesteps} "
+            f"training timesteps, got {num_inference_steps}."
+        )
+    return num_inference_steps
+
+
 def make_sampler(name: str, training_scheduler_config: dict[str, Any]) -> SchedulerMixin:
     """A fresh scheduler of kind ``name`` sharing the training noise schedule.
 
@@ -44,12 +54,12 @@ def make_sampler(name: str, training_scheduler_config: dict[str, Any]) -> Schedu
     scheduler_class, extra = SAMPLERS[check_sampler_name(name)]
     # The step spacing belongs to the sampler, not to the training schedule: drop the
     # training scheduler's so each sampler uses its own default. Dropping it explicitly (and
-    # diffusers' private ``_use_default_values`` record) also makes a model built in memory
-    # and the same model reloaded from disk sample identically.
+    # diffusers' underscored bookkeeping keys, such as which values were defaults) also makes
+    # a model built in memory and the same model reloaded from disk sample identically.
     config = {
         key: value
         for key, value in dict(training_scheduler_config).items()
-        if key != "_use_default_values" and (name == "ddpm" or key not in _SPACING_KEYS)
+        if not key.startswith("_") and (name == "ddpm" or key not in _SPACING_KEYS)
     }
     if name in _THRESHOLDING_SAMPLERS and config.get("clip_sample", False):
         # Pixel-space models trained with clipped samples: clip the multistep solvers'

@@ -22,3 +22,8 @@ class ImageSeeds(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {"index": torch.tensor(index), "seed": torch.tensor(self.seed + index)}
+
+
+def image_seeds(seed: int, num_images: int) -> list[int]:
+    """The seeds of images ``0 .. num_images - 1``: image ``i`` always comes from ``seed + i``."""
+    return list(range(seed, seed + num_images))

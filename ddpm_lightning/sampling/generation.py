@@ -1,0 +1,126 @@
+"""Seeds in, images out: the one generation path of grids, FID/KID, predict and the commands."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+from lightning.pytorch import Trainer
+
+from ddpm_lightning.sampling.progress import sampling_progress
+from ddpm_lightning.sampling.schedulers import check_sampler_name, check_sampler_steps
+from ddpm_lightning.sampling.sharding import shard
+from ddpm_lightning.utils.averaged_weights import averaged_weights
+
+
+class ImageGenerator:
+    """Generates one image per seed with a module's ``sample_images``, in batches.
+
+    Image ``i`` depends only on ``seeds[i]`` (its own generator), never on the batch size, the
+    batch it lands in or the number of ranks. With a Trainer it samples with the EMA weights
+    when an EMA callback is present, under the Trainer's precision, and shows a progress bar
+    (steps x batches) on global rank zero where Lightning shows its own.
+
+    Args:
+        module: a ``DDPMModule`` (anything with ``sample_images``, ``image_shape`` and hparams).
+        sampler: ``ddpm``, ``ddim``, ``dpm-solver++`` or ``unipc`` (the module's if None).
+        num_inference_steps: sampler steps (the module's if None).
+        batch_size: images per batch (all at once if None).
+        trainer: the Trainer whose EMA weights, precision, ranks and progress bar to use.
+        autocast: a context manager factory for generation without a Trainer (mixed precision).
+        description: the progress bar's label.
+    """
+
+    def __init__(
+        self,
+        module: Any,
+        sampler: str | None = None,
+        num_inference_steps: int | None = None,
+        batch_size: int | None = None,
+        trainer: Trainer | None = None,
+        autocast: Callable[[], AbstractContextManager] | None = None,
+        description: str = "Sampling",
+    ) -> None:
+        hparams = module.hparams
+        self.module = module
+        self.sampler = check_sampler_name(hparams.sampler if sampler is None else sampler)
+        steps = hparams.num_inference_steps if num_inference_steps is None else num_inference_steps
+        num_train_timesteps = module.noise_scheduler.config.num_train_timesteps
+        self.num_inference_steps = check_sampler_steps(steps, num_train_timesteps)
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        self.batch_size = batch_size
+        self.trainer = trainer
+        self.autocast = autocast
+        self.description = description
+
+    def __call__(
+        self, seeds: Sequence[int], on_batch: Callable[[torch.Tensor], None] | None = None
+    ) -> torch.Tensor:
+        """Float (N, C, H, W) images in [0, 1] on the module's device, one per seed.
+
+        With ``on_batch`` each batch goes there instead (and an empty tensor is returned), so
+        long runs such as FID never hold every image at once.
+        """
+        seeds = [int(seed) for seed in seeds]
+        batch_size = self.batch_size or max(len(seeds), 1)
+        starts = range(0, len(seeds), batch_size)
+        kept = [torch.empty(0, *self.module.image_shape, device=self.module.device)]
+        total = len(starts) * self.num_inference_steps
+        with (
+            self._weights_and_precision(),
+            sampling_progress(total, self.description, self.trainer) as bar,
+        ):
+            for start in starts:
+                images = self.module.sample_images(
+                    seeds[start : start + batch_size],
+                    self.sampler,
+                    self.num_inference_steps,
+                    on_step=None if bar is None else bar.update,
+                ).float()
+                if on_batch is None:
+                    kept.append(images)
+                else:
+                    on_batch(images)
+        return torch.cat(kept)
+
+    def on_all_ranks(
+        self,
+        seeds: Sequence[int],
+        on_batch: Callable[[torch.Tensor], None] | None = None,
+        gather: bool = True,
+    ) -> torch.Tensor:
+        """Split ``seeds`` into contiguous blocks over the Trainer's ranks and generate them.
+
+        Every rank must call this. With ``gather`` every rank gets every image in seed order;
+        otherwise only its own block (or, with ``on_batch``, nothing).
+        """
+        world_size, rank = self._ranks()
+        blocks = [shard(len(seeds), other, world_size) for other in range(world_size)]
+        images = self([seeds[i] for i in blocks[rank]], on_batch)
+        if not gather or world_size == 1:
+            return images
+        # all_gather needs equal shapes: pad the shorter blocks (with zeros, not generation).
+        longest = math.ceil(len(seeds) / world_size)
+        padding = images.new_zeros(longest - len(images), *images.shape[1:])
+        gathered = self.trainer.strategy.all_gather(torch.cat([images, padding]))
+        return torch.cat([gathered[other, : len(block)] for other, block in enumerate(blocks)])
+
+    def _ranks(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
+    @contextlib.contextmanager
+    def _weights_and_precision(self) -> Any:
+        if self.trainer is None:
+            with self.autocast() if self.autocast else contextlib.nullcontext():
+                yield
+            return
+        with averaged_weights(self.trainer, self.module):
+            with self.trainer.precision_plugin.forward_context():
+                yield

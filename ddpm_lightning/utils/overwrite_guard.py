@@ -1,0 +1,24 @@
+"""The one check that keeps a run from silently replacing what an earlier run wrote."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def refuse_to_overwrite(paths: Iterable[str | os.PathLike], overwrite: bool, advice: str) -> None:
+    """Raise ``FileExistsError`` naming the first of ``paths`` that exists, unless ``overwrite``.
+
+    Called before any work starts, so nothing is computed only to be refused at the end.
+    ``advice`` says how to go on (another folder, resuming, the overwrite setting).
+    """
+    if overwrite:
+        return
+    existing = [Path(path) for path in paths if Path(path).exists()]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise FileExistsError(
+            f"{str(existing[0])!r}{more} already exists, from an earlier run, and would be "
+            f"overwritten. {advice}"
+        )
