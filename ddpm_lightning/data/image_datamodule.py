@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ddpm_lightning.data.image_decoding import make_decoder
 from ddpm_lightning.data.pixel_dataset import PixelDataset, collate_pixels, pixels_feature
+from ddpm_lightning.utils.seeding import seeded_generator
 
 # val_dataloader's empty list is deliberate (no held-out images): Lightning's "make sure this
 # was your intention" would be noise in every run without validation.
@@ -250,9 +251,7 @@ class ImageDataModule(LightningDataModule):
         # between ranks, and a run resumed at an epoch boundary flips as the original did.
         epoch = self.trainer.current_epoch if self._has_trainer() else 0
         if self._flip_epoch != epoch:
-            self._flip_generator.manual_seed(
-                (self.seed * 1_000_003 + epoch * 1_009 + self._global_rank()) % 2**63
-            )
+            self._flip_generator = seeded_generator(self.seed, epoch, self._global_rank())
             self._flip_epoch = epoch
         return self._flip_generator
 
