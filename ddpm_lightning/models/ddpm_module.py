@@ -222,7 +222,7 @@ class DDPMModule(LightningModule):
     # ------------------------------------------------------------------ training
     def setup(self, stage: str) -> None:
         """Before any work: check the data against the UNet, then apply the speed switches."""
-        datamodule = self.trainer.datamodule if self._trainer else None
+        datamodule = self.trainer.datamodule
         check_data_matches_model(datamodule, self.hparams.image_size, self.hparams.channels)
         self.apply_speed_switches()
 
@@ -273,10 +273,16 @@ class DDPMModule(LightningModule):
         in the next gradient all-reduce until the process group times out.
         """
         finite = bool(torch.isfinite(loss))
-        trainer = self._trainer
+        trainer = self._attached_trainer()
         if trainer is not None and trainer.world_size > 1:
             finite = not trainer.strategy.reduce_boolean_decision(not finite, all=False)
         return finite
+
+    def _attached_trainer(self) -> Any:
+        try:
+            return self.trainer
+        except RuntimeError:  # not attached: used on its own, as in a plain PyTorch loop
+            return None
 
     def sample_noise(
         self, images: torch.Tensor, batch_idx: int, generator: torch.Generator | None = None
@@ -454,7 +460,7 @@ class DDPMModule(LightningModule):
     def predict_dataloader(self) -> DataLoader:
         """Seeds for ``num_predict_images`` images, split over ranks as all generation is."""
         seeds = ImageSeeds(self.hparams.num_predict_images, self.hparams.seed)
-        trainer = self._trainer
+        trainer = self._attached_trainer()
         world_size, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
         sampler = ContiguousShardSampler(seeds, num_replicas=world_size, rank=rank)
         return DataLoader(seeds, batch_size=self.hparams.predict_batch_size, sampler=sampler)

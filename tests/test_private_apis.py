@@ -1,0 +1,54 @@
+"""Each private name of a dependency we rely on still exists (see ddpm_lightning/private_apis.py)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from ddpm_lightning import DDPMModule, private_apis
+from ddpm_lightning.callbacks import EMA
+
+from .conftest import TINY_UNET
+
+PACKAGE = Path(private_apis.__file__).parent
+UPGRADE = (
+    f"checked against Lightning {private_apis.CHECKED_LIGHTNING_VERSION}, installed "
+    f"{L.__version__}: update ddpm_lightning/private_apis.py for this version (or pin lightning)."
+)
+
+
+def test_weight_averaging_still_keeps_its_averaged_model_where_we_read_it() -> None:
+    callback = EMA()
+    trainer = L.Trainer(callbacks=[callback], logger=False, accelerator="cpu")
+    callback.setup(trainer, DDPMModule(image_size=16, **TINY_UNET), "fit")
+    average = private_apis.averaged_model(callback)
+    assert isinstance(average, torch.optim.swa_utils.AveragedModel), (
+        f"WeightAveraging no longer has _average_model after setup; {UPGRADE}"
+    )
+
+
+def test_the_trainer_still_has_its_time_based_validation_interval() -> None:
+    trainer = L.Trainer(val_check_interval="00:00:01:00", logger=False)
+    assert private_apis.val_check_time_interval(trainer) is not None, (
+        f"Trainer._val_check_time_interval is gone; {UPGRADE}"
+    )
+    assert private_apis.val_check_time_interval(L.Trainer(logger=False)) is None
+
+
+def test_no_module_imports_underscore_names_or_touches_private_attributes_elsewhere() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "private_apis.py":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                private = [alias.name for alias in node.names if alias.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+                owner = node.value
+                own = isinstance(owner, ast.Name) and owner.id in ("self", "cls")
+                dunder = node.attr.startswith("__")
+                assert own or dunder, f"{path.name}:{node.lineno} uses the private .{node.attr}"
