@@ -14,16 +14,22 @@ from typing import Any
 import torch
 from jsonargparse import CLI
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ddpm_lightning.callbacks import PNGPredictionWriter, TrainingOutputs
+from ddpm_lightning.callbacks.parameter_summary import ParameterSummary
+from ddpm_lightning.callbacks.progress_bar import TrainingProgressBar
+from ddpm_lightning.console import DESCRIPTION, main
 from ddpm_lightning.data import ButterfliesDataModule, ImageDataModule  # noqa: F401 (short names)
+from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.loading import check_checkpoint_readable, load_module
 from ddpm_lightning.models import DDPMModule
 from ddpm_lightning.models.ddpm_module import SamplerName
+from ddpm_lightning.quiet import quiet_known_noise
 from ddpm_lightning.sampling.generation import ImageGenerator
 from ddpm_lightning.sampling.seeds import image_seeds
+from ddpm_lightning.utils.checks import check_at_least
 from ddpm_lightning.utils.images import grid_shape, image_grid, save_png
 from ddpm_lightning.utils.overwrite_guard import refuse_to_overwrite
 
@@ -37,12 +43,6 @@ SAMPLING_SETTINGS = (
     "predict_batch_size",
 )
 MODEL_SUBCOMMANDS = ("export", "sample", "evaluate")
-
-
-DESCRIPTION = """Train, sample and export DDPM image models (the diffusers tutorial, in Lightning).
-
-Training: ddpm-lightning {fit,validate,predict} --config examples/configs/butterflies.yaml
-Trained models: ddpm-lightning {export,sample,evaluate} --help"""
 
 
 class DDPMLightningCLI(LightningCLI):
@@ -96,6 +96,22 @@ class DDPMLightningCLI(LightningCLI):
             for key, value in self.requested_sampling.items():
                 model[key] = value
 
+    def before_fit(self) -> None:
+        """Refuse a fit that would train nothing."""
+        if self.trainer.max_epochs == 0 or self.trainer.max_steps == 0:
+            raise InvalidSettingError(
+                "trainer.max_epochs (or max_steps) is 0: there is nothing to train. Set "
+                "--trainer.max_epochs to 1 or more."
+            )
+
+    def before_validate(self) -> None:
+        """Refuse a validation without held-out images (it would print nothing)."""
+        if getattr(self.datamodule, "val_fraction", None) == 0:
+            raise InvalidSettingError(
+                "validate needs held-out images, but data.init_args.val_fraction is 0. Pass the "
+                "fraction the run was trained with, e.g. --data.init_args.val_fraction 0.1."
+            )
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Add the output callbacks (fit) or the PNG writer (predict), and the default logger."""
         config = self.config_init[self.subcommand]
@@ -112,11 +128,20 @@ class DDPMLightningCLI(LightningCLI):
         elif self.subcommand == "predict":
             folder = str(outputs.output_dir / "predictions")
             callbacks.append(PNGPredictionWriter(folder, overwrite=outputs.overwrite_output_dir))
+        # Lightning's bar and summary, less what a user cannot act on (v_num, FLOPs 0).
+        kinds = [type(callback) for callback in callbacks]
+        if trainer_config.get("enable_progress_bar") is not False:
+            if not any(issubclass(kind, ProgressBar) for kind in kinds):
+                callbacks.append(TrainingProgressBar())
+        if trainer_config.get("enable_model_summary") is not False:
+            if not any(issubclass(kind, ModelSummary) for kind in kinds):
+                callbacks.append(ParameterSummary())
         return super().instantiate_trainer(callbacks=callbacks, logger=logger, **kwargs)
 
 
 def run_lightning_cli(args: list[str] | None) -> DDPMLightningCLI:
     """The training CLI: ``fit``, ``validate`` and ``predict``."""
+    quiet_known_noise()
     return DDPMLightningCLI(
         DDPMModule,
         ImageDataModule,
@@ -171,6 +196,7 @@ def sample(
         device: ``cpu`` or ``cuda``.
         overwrite: replace images already in ``output_dir``.
     """
+    check_at_least("num_images", num_images, 1)
     folder = Path(output_dir)
     paths = [folder / f"{index:05d}.png" for index in range(num_images)] + [folder / "grid.png"]
     advice = "Choose another --output_dir, or replace them with --overwrite true."
@@ -202,9 +228,4 @@ def run(args: list[str] | None = None) -> Any:
     return run_lightning_cli(args)
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of ``ddpm-lightning`` and ``python -m ddpm_lightning``.
-
-    Returns None so that the console script exits with status 0 on success.
-    """
-    run(args)
+__all__ = ["DDPMLightningCLI", "export", "main", "run", "sample"]

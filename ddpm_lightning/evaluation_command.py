@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ddpm_lightning.data import ImageDataModule
+from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.loading import load_module
 from ddpm_lightning.quality import (
     DEFAULT_CACHE_DIR,
@@ -18,7 +19,7 @@ def parse_sampler_steps(spec: str) -> tuple[str, int]:
     """``"ddim:50"`` -> ``("ddim", 50)``."""
     name, separator, steps = spec.rpartition(":")
     if not separator or not steps.isdigit():
-        raise ValueError(f"Give samplers as name:steps (e.g. ddim:50), got {spec!r}.")
+        raise InvalidSettingError(f"Give samplers as name:steps (e.g. ddim:50), got {spec!r}.")
     return name, int(steps)
 
 
@@ -28,7 +29,7 @@ def evaluate(
     dataset_name: str = "imagefolder",
     split: str = "train",
     image_column: str = "image",
-    samplers: list[str] = ["ddpm:1000", "ddim:50", "dpm-solver++:20", "unipc:20"],  # noqa: B006
+    samplers: list[str] | str = "ddpm:1000,ddim:50,dpm-solver++:20,unipc:20",
     num_images: int = 1000,
     seed: int = 0,
     batch_size: int = 64,
@@ -49,7 +50,7 @@ def evaluate(
         dataset_name: a Hub dataset id, or ``imagefolder``.
         split: the dataset split of the real images.
         image_column: the column that holds the images.
-        samplers: ``name:steps`` pairs, e.g. ``ddim:50``.
+        samplers: ``name:steps`` pairs: ``ddim:50`` or ``ddim:50,unipc:20`` (or a YAML list).
         num_images: images generated per row.
         seed: the first image's seed.
         batch_size: images per generation and feature batch.
@@ -59,7 +60,9 @@ def evaluate(
         cache_dir: where real statistics are cached (None: never cached).
         device: ``cuda`` or ``cpu``.
     """
-    pairs = [parse_sampler_steps(spec) for spec in samplers]
+    if isinstance(samplers, str):
+        samplers = samplers.split(",")
+    pairs = [parse_sampler_steps(spec.strip()) for spec in samplers]
     module = load_module(source).to(device)
     hparams = module.hparams
     real = ImageDataModule(

@@ -10,11 +10,12 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DModel
 
+from ddpm_lightning.errors import MissingInputError, SourceUnavailableError, UsageError
 from ddpm_lightning.models import DDPMModule
 from ddpm_lightning.utils.atomic_export import is_pipeline_folder
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UsageError, RuntimeError):
     """A checkpoint file cannot be read."""
 
 
@@ -39,7 +40,7 @@ def _checkpoint_error(path: Path, error: Exception) -> CheckpointError:
 def _existing_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"No checkpoint at {str(path)!r}. Check the path (e.g. checkpoints/last.ckpt)."
         )
     return path
@@ -75,7 +76,7 @@ def load_pipeline_module(source: str) -> DDPMModule:
     try:
         config = UNet2DModel.load_config(source, subfolder="unet")
     except (OSError, ValueError) as error:
-        raise OSError(
+        raise SourceUnavailableError(
             f"Could not open {source!r} as a diffusers pipeline: {error}\nGive a checkpoint file "
             "(.ckpt), a pipeline folder (with model_index.json), or a Hub id that can be reached."
         ) from error
@@ -94,11 +95,11 @@ def load_module(source: str | os.PathLike) -> DDPMModule:
         return load_checkpoint_module(text)
     if os.path.isdir(text):
         if not is_pipeline_folder(text):
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{text!r} is a folder but not a diffusers pipeline (no model_index.json). Give "
                 "the folder that export or PipelineExportCallback wrote, or a .ckpt file."
             )
         return load_pipeline_module(text)
     if text.endswith(".ckpt") or os.sep in text.rstrip("/").split("/", 1)[-1]:
-        raise FileNotFoundError(f"No checkpoint or pipeline folder at {text!r}.")
+        raise MissingInputError(f"No checkpoint or pipeline folder at {text!r}.")
     return load_pipeline_module(text)

@@ -7,6 +7,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import WeightAveraging
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
+from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.private_apis import averaged_model
 from ddpm_lightning.utils.averaged_weights import averaged_weights
 
@@ -57,7 +58,7 @@ class EMA(WeightAveraging):
         device: str | None = None,
     ) -> None:
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"decay must be in [0, 1), got {decay}.")
+            raise InvalidSettingError(f"decay must be in [0, 1), got {decay}.")
         self.decay = decay
         self.use_warmup = use_warmup
         self.inv_gamma = inv_gamma

@@ -6,6 +6,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
+from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.models.ddpm_module import SamplerName
 from ddpm_lightning.private_apis import val_check_time_interval
 from ddpm_lightning.quality import (
@@ -95,15 +96,19 @@ class FIDCallback(Callback):
         metric_prefix: str = "val/",
     ) -> None:
         if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be at least 1, got {every_n_epochs}.")
+            raise InvalidSettingError(f"every_n_epochs must be at least 1, got {every_n_epochs}.")
         if num_images < 2:
-            raise ValueError(f"FID needs at least 2 generated images, got num_images={num_images}.")
+            raise InvalidSettingError(
+                f"FID needs at least 2 generated images, got num_images={num_images}."
+            )
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+            raise InvalidSettingError(f"batch_size must be at least 1, got {batch_size}.")
         if feature_extractor is None and feature not in INCEPTION_FEATURES:
-            raise ValueError(f"feature must be one of {INCEPTION_FEATURES}, got {feature}.")
+            raise InvalidSettingError(
+                f"feature must be one of {INCEPTION_FEATURES}, got {feature}."
+            )
         if kid_subset_size is not None and kid_subset_size < 2:
-            raise ValueError(f"kid_subset_size must be at least 2, got {kid_subset_size}.")
+            raise InvalidSettingError(f"kid_subset_size must be at least 2, got {kid_subset_size}.")
         check_sampler_name(sampler)
         self.every_n_epochs = every_n_epochs
         self.num_images = num_images

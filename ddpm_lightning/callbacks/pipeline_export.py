@@ -9,6 +9,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from ddpm_lightning.callbacks.epoch_schedule import is_due
 from ddpm_lightning.callbacks.sample_grid import RUN_ADVICE
+from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.utils.atomic_export import PIPELINE_MARKER
 from ddpm_lightning.utils.averaged_weights import averaged_weights
 from ddpm_lightning.utils.overwrite_guard import refuse_to_overwrite
@@ -40,7 +41,9 @@ class PipelineExportCallback(Callback):
         overwrite_output_dir: bool = False,
     ) -> None:
         if save_model_epochs < 1:
-            raise ValueError(f"save_model_epochs must be at least 1, got {save_model_epochs}.")
+            raise InvalidSettingError(
+                f"save_model_epochs must be at least 1, got {save_model_epochs}."
+            )
         self.output_dir = Path(output_dir)
         self.save_model_epochs = save_model_epochs
         self.overwrite_output_dir = overwrite_output_dir

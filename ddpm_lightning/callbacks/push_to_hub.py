@@ -14,10 +14,11 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from ddpm_lightning.callbacks.model_card import model_card, training_settings, write_model_card
 from ddpm_lightning.callbacks.pipeline_export import PipelineExportCallback
 from ddpm_lightning.callbacks.sample_grid import SampleGridCallback
+from ddpm_lightning.errors import InvalidSettingError, UsageError
 from ddpm_lightning.utils.atomic_export import PIPELINE_MARKER
 
 
-class HubPushError(RuntimeError):
+class HubPushError(UsageError, RuntimeError):
     """The Hub repository cannot be used (no token, no rights, unreachable) or a push failed."""
 
 
@@ -41,7 +42,7 @@ class PushToHubCallback(Callback):
         self, hub_model_id: str, hub_private_repo: bool = False, token: str | None = None
     ) -> None:
         if not hub_model_id or "/" not in hub_model_id:
-            raise ValueError(
+            raise InvalidSettingError(
                 f"hub_model_id must look like 'user/model-name', got {hub_model_id!r}."
             )
         self.hub_model_id = hub_model_id
@@ -58,7 +59,7 @@ class PushToHubCallback(Callback):
             return
         exports = [cb for cb in trainer.callbacks if isinstance(cb, PipelineExportCallback)]
         if not exports:
-            raise ValueError(
+            raise InvalidSettingError(
                 "PushToHubCallback pushes what PipelineExportCallback writes: add one to the "
                 "Trainer's callbacks (the CLI does when push_to_hub is set)."
             )

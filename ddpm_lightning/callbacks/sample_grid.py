@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from ddpm_lightning.callbacks.epoch_schedule import is_due
+from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.sampling import check_sampler_name
 from ddpm_lightning.sampling.generation import ImageGenerator
 from ddpm_lightning.sampling.seeds import image_seeds
@@ -58,7 +59,7 @@ class SampleGridCallback(Callback):
     ) -> None:
         check_sampler_name(sampler)
         if save_image_epochs < 1 or eval_batch_size < 1:
-            raise ValueError("save_image_epochs and eval_batch_size must be at least 1.")
+            raise InvalidSettingError("save_image_epochs and eval_batch_size must be at least 1.")
         self.output_dir = Path(output_dir)
         self.save_image_epochs = save_image_epochs
         self.eval_batch_size = eval_batch_size

@@ -13,6 +13,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ddpm_lightning.data.image_decoding import make_decoder
 from ddpm_lightning.data.pixel_dataset import PixelDataset, collate_pixels, pixels_feature
+from ddpm_lightning.errors import (
+    InvalidSettingError,
+    MissingColumnError,
+    MissingInputError,
+    UsageError,
+)
 from ddpm_lightning.utils.seeding import seeded_generator
 
 # val_dataloader's empty list is deliberate (no held-out images): Lightning's "make sure this
@@ -22,7 +28,7 @@ warnings.filterwarnings("ignore", "Total length of `list` across ranks is zero")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(UsageError, RuntimeError):
     """The dataset could not be loaded from the Hugging Face Hub."""
 
 
@@ -82,11 +88,13 @@ class ImageDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
+            raise InvalidSettingError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
         if image_size < 1:
-            raise ValueError(f"image_size must be a positive number of pixels, got {image_size}.")
+            raise InvalidSettingError(
+                f"image_size must be a positive number of pixels, got {image_size}."
+            )
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+            raise InvalidSettingError(f"val_fraction must be in [0, 1), got {val_fraction}.")
         self.save_hyperparameters()
         self.dataset_name = dataset_name
         self.data_dir = data_dir
@@ -192,12 +200,14 @@ class ImageDataModule(LightningDataModule):
     # ----------------------------------------------------------------- helpers
     def _decode(self, dataset: datasets.Dataset) -> datasets.Dataset:
         if self.image_column not in dataset.column_names:
-            raise KeyError(
+            raise MissingColumnError(
                 f"The dataset has no column {self.image_column!r}; its columns are "
                 f"{dataset.column_names}. Set image_column to the one that holds the images."
             )
         if len(dataset) == 0:
-            raise ValueError(f"The dataset {self.dataset_name!r} (split {self.split!r}) is empty.")
+            raise InvalidSettingError(
+                f"The dataset {self.dataset_name!r} (split {self.split!r}) is empty."
+            )
         feature = dataset.features[self.image_column]
         if isinstance(feature, datasets.Image) and feature.decode:
             # Decode ourselves so a corrupt file can be named in the error.
@@ -218,19 +228,19 @@ class ImageDataModule(LightningDataModule):
 
     def _check_image_folder(self) -> None:
         if not self.data_dir:
-            raise ValueError(
+            raise InvalidSettingError(
                 "dataset_name is 'imagefolder' but no data_dir was given: set data_dir to the "
                 "folder that holds your images (or set dataset_name to a Hub dataset id)."
             )
         if not os.path.isdir(self.data_dir):
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"The image folder {self.data_dir!r} does not exist (resolved to "
                 f"{os.path.abspath(self.data_dir)!r}). Check data_dir."
             )
         for _, _, files in os.walk(self.data_dir):
             if any(name.lower().endswith(IMAGE_EXTENSIONS) for name in files):
                 return
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"No images found in {self.data_dir!r} or its subfolders (looked for "
             f"{', '.join(IMAGE_EXTENSIONS)}). Check data_dir."
         )

@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ddpm_lightning.errors import UsageError
+
 _HIGH_BIT_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
-class CorruptImageError(ValueError):
+class CorruptImageError(UsageError, ValueError):
     """An image file could not be decoded."""
 
 

@@ -14,6 +14,7 @@ from lightning.pytorch import LightningModule
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from ddpm_lightning.errors import InvalidSettingError, SourceUnavailableError
 from ddpm_lightning.models.checkpoint_hparams import self_contained_hyperparameters
 from ddpm_lightning.models.objectives import (
     PREDICTION_TYPES,
@@ -54,7 +55,7 @@ LR_SCHEDULERS = tuple(t.value for t in SchedulerType if t.value != "piecewise_co
 
 def _check_choice(name: str, value: Any, allowed: tuple[Any, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"Unknown {name} {value!r}; choose one of {list(allowed)}.")
+        raise InvalidSettingError(f"Unknown {name} {value!r}; choose one of {list(allowed)}.")
 
 
 class DDPMModule(LightningModule):
@@ -198,7 +199,7 @@ class DDPMModule(LightningModule):
             unet = UNet2DModel.from_pretrained(source, subfolder="unet")
             scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler")
         except (OSError, ValueError) as error:
-            raise OSError(
+            raise SourceUnavailableError(
                 f"Could not load a diffusers pipeline from {source!r}: {error}\n"
                 "pretrained_model_name_or_path must be a pipeline folder (with model_index.json, "
                 "unet/ and scheduler/, as save_pretrained and the export command write) or a Hub "
@@ -327,7 +328,7 @@ class DDPMModule(LightningModule):
         images = batch["images"]
         expected = (self.hparams.channels, self.hparams.image_size, self.hparams.image_size)
         if tuple(images.shape[1:]) != expected:
-            raise ValueError(
+            raise InvalidSettingError(
                 f"Got a batch of images of shape {tuple(images.shape[1:])}, but the model was "
                 f"built for {expected}: set the same image_size and channels for data and model."
             )
@@ -352,7 +353,7 @@ class DDPMModule(LightningModule):
             "constant",
             "constant_with_warmup",
         ):
-            raise ValueError(
+            raise InvalidSettingError(
                 f"lr_scheduler {hparams.lr_scheduler!r} needs the number of training steps: set "
                 "max_epochs or max_steps on the Trainer (or use lr_scheduler: constant)."
             )

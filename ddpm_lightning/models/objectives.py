@@ -7,6 +7,8 @@ from typing import Literal, get_args
 import torch
 from diffusers import DDPMScheduler
 
+from ddpm_lightning.errors import InvalidSettingError
+
 PredictionType = Literal["epsilon", "sample", "v_prediction"]
 PREDICTION_TYPES: tuple[str, ...] = get_args(PredictionType)
 
@@ -25,7 +27,7 @@ def training_target(
         return clean
     if prediction_type == "v_prediction":
         return scheduler.get_velocity(clean, noise, timesteps)
-    raise ValueError(
+    raise InvalidSettingError(
         f"Unknown prediction_type {prediction_type!r}; choose one of {list(PREDICTION_TYPES)}."
     )
 

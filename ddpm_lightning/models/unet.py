@@ -7,6 +7,8 @@ from typing import Any
 
 from diffusers import UNet2DModel
 
+from ddpm_lightning.errors import InvalidSettingError
+
 #: The tutorial's 128 px UNet (113,673,219 parameters).
 TUTORIAL_BLOCK_OUT_CHANNELS = (128, 128, 256, 256, 512, 512)
 TUTORIAL_DOWN_BLOCK_TYPES = (
@@ -64,7 +66,7 @@ def unet_config(
     config.update(extra or {})
     levels = len(config["block_out_channels"])
     if len(config["down_block_types"]) != levels or len(config["up_block_types"]) != levels:
-        raise ValueError(
+        raise InvalidSettingError(
             f"block_out_channels has {levels} levels but down_block_types has "
             f"{len(config['down_block_types'])} and up_block_types {len(config['up_block_types'])}"
             ": give one block type per level (or leave both unset for the tutorial's pattern)."
@@ -77,7 +79,7 @@ def check_image_size(image_size: int, block_out_channels: Sequence[int]) -> None
     factor = 2 ** (len(block_out_channels) - 1)
     if image_size % factor:
         lower = max(factor, image_size // factor * factor)
-        raise ValueError(
+        raise InvalidSettingError(
             f"image_size {image_size} cannot go through this UNet: its {len(block_out_channels)} "
             f"levels halve the image {len(block_out_channels) - 1} times, so the size must be a "
             f"multiple of {factor}. Use image_size {lower} or {lower + factor}, or a UNet with "
@@ -92,7 +94,7 @@ def check_unet_matches_data(unet: UNet2DModel, image_size: int, channels: int, s
     if (size if isinstance(size, int) else tuple(size)) != image_size or (
         config.in_channels != channels or config.out_channels != channels
     ):
-        raise ValueError(
+        raise InvalidSettingError(
             f"The pretrained UNet from {source!r} takes {size} px images with "
             f"{config.in_channels} channels, but the data is {image_size} px with {channels} "
             f"channels. Set image_size: {size} and channels: {config.in_channels} (data and "
@@ -105,7 +107,7 @@ def build_unet(config: dict[str, Any]) -> UNet2DModel:
     try:
         return UNet2DModel(**config)
     except TypeError as error:
-        raise ValueError(f"UNet2DModel rejected the config {config}: {error}") from error
+        raise InvalidSettingError(f"UNet2DModel rejected the config {config}: {error}") from error
 
 
 def check_data_matches_model(datamodule: object, image_size: int, channels: int) -> None:
@@ -113,7 +115,7 @@ def check_data_matches_model(datamodule: object, image_size: int, channels: int)
     for name, model_value in (("image_size", image_size), ("channels", channels)):
         data_value = getattr(datamodule, name, None)
         if data_value is not None and data_value != model_value:
-            raise ValueError(
+            raise InvalidSettingError(
                 f"The data has {name}={data_value} but the model was built for "
                 f"{name}={model_value}. Set the same {name} for both (the CLI links them: set "
                 "it once under data)."

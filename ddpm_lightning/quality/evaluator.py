@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics.utilities.distributed import gather_all_tensors
 
+from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.quality.feature_extractors import (
     count_features,
     extract_features,
@@ -104,7 +105,7 @@ class SampleQualityEvaluator:
         if max_real_images is not None:
             num_real = min(num_real, max_real_images)
         if num_real < 2:
-            raise ValueError(f"FID needs at least 2 real images, got {num_real}.")
+            raise InvalidSettingError(f"FID needs at least 2 real images, got {num_real}.")
         self.extractor.to(device)
         image_shape = tuple(real_batch(real_images, [0]).shape[1:])
         num_features = count_features(self.extractor, image_shape, device)

@@ -11,12 +11,14 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 
+from ddpm_lightning.errors import InvalidSettingError, UsageError
+
 #: The Inception-v3 layers torchmetrics offers, by feature size.
 InceptionFeature = Literal[64, 192, 768, 2048]
 INCEPTION_FEATURES = get_args(InceptionFeature)
 
 
-class FeatureExtractorUnavailableError(RuntimeError):
+class FeatureExtractorUnavailableError(UsageError, RuntimeError):
     """The FID/KID feature extractor (by default Inception-v3) could not be built."""
 
 
@@ -46,7 +48,9 @@ def build_feature_extractor(
     """
     if feature_extractor is None:
         if feature not in INCEPTION_FEATURES:
-            raise ValueError(f"feature must be one of {INCEPTION_FEATURES}, got {feature}.")
+            raise InvalidSettingError(
+                f"feature must be one of {INCEPTION_FEATURES}, got {feature}."
+            )
         feature_extractor = _load_inception(feature, feature_extractor_weights_path)
     return feature_extractor.eval().requires_grad_(False)
 

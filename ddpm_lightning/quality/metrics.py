@@ -10,6 +10,8 @@ from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from ddpm_lightning.errors import InvalidSettingError
+
 #: KID subset size when enough images exist: small enough next to the usual 1000 to 10000
 #: images that the subsets differ and KID's std means something (torch-fidelity uses 1000).
 DEFAULT_KID_SUBSET_SIZE = 100
@@ -52,7 +54,7 @@ class SampleQualityMetrics:
         sync_on_compute: bool = True,
     ) -> None:
         if kid_subset_size is not None and kid_subset_size < 2:
-            raise ValueError(f"kid_subset_size must be at least 2, got {kid_subset_size}.")
+            raise InvalidSettingError(f"kid_subset_size must be at least 2, got {kid_subset_size}.")
         self.num_features = num_features
         self.kid_subset_size = kid_subset_size
         self.kid_seed = kid_seed

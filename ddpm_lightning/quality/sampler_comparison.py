@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch import nn
 
+from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.models.ddpm_module import DDPMModule
 from ddpm_lightning.quality.evaluator import SampleQualityEvaluator
 from ddpm_lightning.quality.feature_extractors import (
@@ -78,7 +79,9 @@ def evaluate_samplers(
         wall time of generating and scoring the row).
     """
     if num_images < 2:
-        raise ValueError(f"FID needs at least 2 generated images, got num_images={num_images}.")
+        raise InvalidSettingError(
+            f"FID needs at least 2 generated images, got num_images={num_images}."
+        )
     for name, steps in samplers:
         ImageGenerator(module, name, steps)  # checks the name and the step count, early
     source, identity = _real_source(real_images, dataset_key)
@@ -156,7 +159,7 @@ def _real_source(
             real_images.setup("fit")
         dataset = getattr(real_images, "train_dataset", None)
         if dataset is None:
-            raise ValueError(
+            raise InvalidSettingError(
                 f"{type(real_images).__name__} has no train_dataset to take real images from."
             )
         return dataset, dataset_identity(real_images, dataset_key)
@@ -170,5 +173,5 @@ def _generation_context(
         return None
     if precision not in _AUTOCAST_DTYPES:
         choices = ["32", *_AUTOCAST_DTYPES]
-        raise ValueError(f"precision must be one of {choices}, got {precision!r}.")
+        raise InvalidSettingError(f"precision must be one of {choices}, got {precision!r}.")
     return lambda: torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[precision])

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Trainer
 
+from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.sampling.progress import sampling_progress
 from ddpm_lightning.sampling.schedulers import check_sampler_name, check_sampler_steps
 from ddpm_lightning.sampling.sharding import shard
@@ -52,7 +53,7 @@ class ImageGenerator:
         num_train_timesteps = module.noise_scheduler.config.num_train_timesteps
         self.num_inference_steps = check_sampler_steps(steps, num_train_timesteps)
         if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+            raise InvalidSettingError(f"batch_size must be at least 1, got {batch_size}.")
         self.batch_size = batch_size
         self.trainer = trainer
         self.autocast = autocast

@@ -12,6 +12,8 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from ddpm_lightning.errors import InvalidSettingError
+
 #: The samplers ``generate`` accepts, with the extra config each needs.
 SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
     "ddpm": (DDPMScheduler, {}),
@@ -31,14 +33,14 @@ _SPACING_KEYS = ("timestep_spacing", "steps_offset")
 def check_sampler_name(name: str) -> str:
     """Return ``name`` if it is a known sampler, else raise a ValueError listing them."""
     if name not in SAMPLERS:
-        raise ValueError(f"Unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}.")
+        raise InvalidSettingError(f"Unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}.")
     return name
 
 
 def check_sampler_steps(num_inference_steps: int, num_train_timesteps: int) -> int:
     """Return the step count if a sampler can take it, else raise a ValueError with the range."""
     if not 1 <= num_inference_steps <= num_train_timesteps:
-        raise ValueError(
+        raise InvalidSettingError(
             f"num_inference_steps must be between 1 and the model's {num_train_timesteps} "
             f"training timesteps, got {num_inference_steps}."
         )

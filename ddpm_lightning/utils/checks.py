@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ddpm_lightning.errors import InvalidSettingError
+
 
 def check_at_least(name: str, value: float, minimum: float) -> None:
     """Raise a ValueError unless ``value >= minimum``."""
     if value is None or value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}.")
+        raise InvalidSettingError(f"{name} must be at least {minimum}, got {value}.")

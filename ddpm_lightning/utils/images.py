@@ -11,6 +11,7 @@ from PIL import Image
 from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import make_grid
 
+from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.utils.atomic_files import write_atomically
 
 
@@ -32,7 +33,7 @@ def grid_shape(
     """Rows and columns for a grid: square by default (4 x 4 for the tutorial's 16)."""
     if rows and cols:
         if rows * cols < num_images:
-            raise ValueError(f"A {rows}x{cols} grid cannot hold {num_images} images.")
+            raise InvalidSettingError(f"A {rows}x{cols} grid cannot hold {num_images} images.")
         return rows, cols
     if cols:
         return math.ceil(num_images / cols), cols

@@ -6,6 +6,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from ddpm_lightning.errors import OutputExistsError
+
 
 def refuse_to_overwrite(paths: Iterable[str | os.PathLike], overwrite: bool, advice: str) -> None:
     """Raise ``FileExistsError`` naming the first of ``paths`` that exists, unless ``overwrite``.
@@ -18,7 +20,7 @@ def refuse_to_overwrite(paths: Iterable[str | os.PathLike], overwrite: bool, adv
     existing = [Path(path) for path in paths if Path(path).exists()]
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{str(existing[0])!r}{more} already exists, from an earlier run, and would be "
             f"overwritten. {advice}"
         )

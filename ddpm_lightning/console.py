@@ -1,0 +1,74 @@
+"""The ``ddpm-lightning`` entry point: fast top-level help, and mistakes without tracebacks.
+
+Kept free of heavy imports (torch, Lightning, diffusers load only once a command runs), so
+``ddpm-lightning --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ddpm_lightning.errors import UsageError
+
+#: Set to 1 to see the full traceback of a user mistake too.
+TRACEBACK_VARIABLE = "DDPM_LIGHTNING_TRACEBACK"
+
+DESCRIPTION = """Train, sample and export DDPM image models (the diffusers tutorial, in Lightning).
+
+Training: ddpm-lightning {fit,validate,predict} --config examples/configs/butterflies.yaml
+Trained models: ddpm-lightning {export,sample,evaluate} --help"""
+
+HELP = f"""usage: ddpm-lightning COMMAND [--help] [options]
+
+{DESCRIPTION}
+
+commands:
+  fit        train a model (LightningCLI: --config, --model.*, --data.*, --trainer.*, --output.*)
+  validate   the validation loss of a checkpoint (--ckpt_path) on held-out images
+  predict    many images from a checkpoint, sharded over all devices, as PNG files
+  export     a checkpoint to a diffusers pipeline folder
+  sample     images and a grid from a checkpoint, a pipeline folder or a Hub id
+  evaluate   FID and KID of a trained model per sampler
+
+'ddpm-lightning COMMAND --help' lists a command's options."""
+
+
+def user_mistake(error: BaseException) -> UsageError | None:
+    """The :class:`UsageError` behind ``error`` (itself, or what it was raised from), if any.
+
+    jsonargparse wraps errors raised while it builds the model or data in its own ValueError;
+    ours is the cause, and the one worth showing.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, UsageError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run a command; a user mistake prints one "error:" paragraph and exits with status 2.
+
+    Returns None so that the console script exits with status 0 on success.
+    """
+    argv = sys.argv[1:] if args is None else list(args)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(HELP, file=sys.stdout if argv else sys.stderr)
+        if not argv:
+            sys.exit(2)
+        return
+    try:
+        from ddpm_lightning.cli import run
+
+        run(args)
+    except Exception as error:
+        mistake = user_mistake(error)
+        if mistake is None or os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
+            raise
+        print(f"error: {mistake}", file=sys.stderr)
+        print(f"(set {TRACEBACK_VARIABLE}=1 to see where it was raised)", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,28 @@
+"""Console lines a user cannot act on, silenced in one place (the command line calls this)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+#: Lightning info lines that are advertising or internals, by their start.
+NOISE_PREFIXES = (
+    "💡 Tip:",
+    "Loading `train_dataloader` to estimate number of stepping batches",
+    "Trainer already configured with model summary callbacks",  # ours, on purpose
+)
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(NOISE_PREFIXES)
+
+
+def quiet_known_noise() -> None:
+    """Drop Lightning's tips and internal notes, and a deprecation warning Lightning raises."""
+    # Lightning's own code calls torch's deprecated LeafSpec check; nothing for users to change.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, _DropNoise) for existing in logger.filters):
+            logger.addFilter(_DropNoise())
