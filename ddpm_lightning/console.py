@@ -56,11 +56,9 @@ def main(args: list[str] | None = None) -> None:
     Returns None so that the console script exits with status 0 on success.
     """
     argv = sys.argv[1:] if args is None else list(args)
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv or argv[0] in ("-h", "--help"):  # as argparse: help exits 0, no command 2
         print(HELP, file=sys.stdout if argv else sys.stderr)
-        if not argv:
-            sys.exit(2)
-        return
+        sys.exit(0 if argv else 2)
     try:
         from ddpm_lightning.cli import run
 

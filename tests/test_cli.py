@@ -128,7 +128,7 @@ def test_fit_then_export_then_sample_end_to_end(tmp_path: Path, image_folder: Pa
     for name, value in module.unet.state_dict().items():
         assert torch.equal(pipeline.unet.state_dict()[name], value)
     with pytest.raises(FileExistsError, match="overwrite"):
-        main(["export", f"--ckpt_path={checkpoint}", f"--output_dir={exported}"])
+        run(["export", f"--ckpt_path={checkpoint}", f"--output_dir={exported}"])
 
     for source in (checkpoint, exported):
         out = tmp_path / f"samples-{Path(source).name}"
@@ -151,7 +151,7 @@ def test_fit_then_export_then_sample_end_to_end(tmp_path: Path, image_folder: Pa
     ]
     assert same[0] == same[1]
     with pytest.raises(FileExistsError):
-        main(
+        run(
             [
                 "sample",
                 f"--source={exported}",
@@ -190,9 +190,9 @@ def test_corrupt_checkpoint_and_wrong_paths_get_clear_errors(tmp_path: Path) -> 
     corrupt = tmp_path / "last.ckpt"
     corrupt.write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(CheckpointError, match="corrupt"):
-        main(["export", f"--ckpt_path={corrupt}", f"--output_dir={tmp_path / 'out'}"])
+        run(["export", f"--ckpt_path={corrupt}", f"--output_dir={tmp_path / 'out'}"])
     with pytest.raises(FileNotFoundError, match="No checkpoint"):
-        main(
+        run(
             [
                 "export",
                 f"--ckpt_path={tmp_path / 'missing.ckpt'}",
@@ -200,7 +200,7 @@ def test_corrupt_checkpoint_and_wrong_paths_get_clear_errors(tmp_path: Path) -> 
             ]
         )
     with pytest.raises(FileNotFoundError, match="not a diffusers pipeline"):
-        main(["sample", f"--source={tmp_path}", f"--output_dir={tmp_path / 'out'}"])
+        run(["sample", f"--source={tmp_path}", f"--output_dir={tmp_path / 'out'}"])
     assert not (tmp_path / "out").exists()
 
 
@@ -236,7 +236,7 @@ def test_fit_resume_from_a_corrupt_checkpoint_says_what_to_do(
     corrupt = tmp_path / "last.ckpt"
     corrupt.write_bytes(b"\x80\x04 truncated pickle")
     with pytest.raises(CheckpointError, match="earlier epoch"):
-        main(
+        run(
             [
                 "fit",
                 *TINY_OVERRIDES,
