@@ -1,4 +1,4 @@
-"""Each private name of a dependency we rely on still exists (see ddpm_lightning/private_apis.py)."""
+"""Each private name of a dependency we use still exists (ddpm_lightning/private_apis.py)."""
 
 from __future__ import annotations
 
