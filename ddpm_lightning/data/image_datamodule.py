@@ -19,6 +19,7 @@ from ddpm_lightning.errors import (
     MissingInputError,
     UsageError,
 )
+from ddpm_lightning.utils.checks import check_at_least
 from ddpm_lightning.utils.seeding import seeded_generator
 
 # val_dataloader's empty list is deliberate (no held-out images): Lightning's "make sure this
@@ -93,6 +94,8 @@ class ImageDataModule(LightningDataModule):
             raise InvalidSettingError(
                 f"image_size must be a positive number of pixels, got {image_size}."
             )
+        check_at_least("train_batch_size", train_batch_size, 1)
+        check_at_least("num_workers", num_workers, 0)
         if not 0.0 <= val_fraction < 1.0:
             raise InvalidSettingError(f"val_fraction must be in [0, 1), got {val_fraction}.")
         self.save_hyperparameters()
@@ -124,9 +127,20 @@ class ImageDataModule(LightningDataModule):
         """
         if self.dataset_name == "imagefolder":
             self._check_image_folder()
-            return datasets.load_dataset(
-                "imagefolder", data_dir=self.data_dir, split=self.split, cache_dir=self.cache_dir
-            )
+            # A local folder is indexed in moments: datasets' "Downloading data" and split
+            # bars would only be noise (the decoding bar, which counts images, stays).
+            bars_were_on = not datasets.are_progress_bars_disabled()
+            datasets.disable_progress_bars()
+            try:
+                return datasets.load_dataset(
+                    "imagefolder",
+                    data_dir=self.data_dir,
+                    split=self.split,
+                    cache_dir=self.cache_dir,
+                )
+            finally:
+                if bars_were_on:
+                    datasets.enable_progress_bars()
         try:
             return datasets.load_dataset(
                 self.dataset_name, split=self.split, cache_dir=self.cache_dir

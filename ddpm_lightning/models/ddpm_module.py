@@ -196,7 +196,8 @@ class DDPMModule(LightningModule):
     def _load_pretrained(self, source: str) -> tuple[UNet2DModel, DDPMScheduler]:
         hparams = self.hparams
         try:
-            unet = UNet2DModel.from_pretrained(source, subfolder="unet")
+            # low_cpu_mem_usage needs accelerate (not a dependency); off, diffusers stays quiet.
+            unet = UNet2DModel.from_pretrained(source, subfolder="unet", low_cpu_mem_usage=False)
             scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler")
         except (OSError, ValueError) as error:
             raise SourceUnavailableError(

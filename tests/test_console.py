@@ -1,0 +1,149 @@
+# ruff: noqa: E501  (the table of mistakes reads best one mistake a line)
+"""The real ``ddpm-lightning`` console script, as a user meets it: mistakes, noise, --help."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import lightning as L
+import pytest
+
+from ddpm_lightning import DDPMModule, ImageDataModule
+
+from .conftest import TINY_UNET, write_images
+from .test_cli import TINY_OVERRIDES
+
+SCRIPT = str(Path(sys.executable).with_name("ddpm-lightning"))
+
+
+def console(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run(
+        [SCRIPT, *args], capture_output=True, text=True, timeout=300, env=environment
+    )
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Images, an empty and a corrupt folder, a checkpoint, a pipeline and a broken file."""
+    root = tmp_path_factory.mktemp("console")
+    images = write_images(root / "images", 8)
+    (root / "empty").mkdir()
+    corrupt = write_images(root / "corrupt", 3)
+    (corrupt / "image_001.png").write_bytes(b"not a png at all")
+    module = DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1)
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(module, ImageDataModule(data_dir=str(images), image_size=16, train_batch_size=4))
+    trainer.save_checkpoint(root / "model.ckpt")
+    module.save_pretrained(root / "pipeline")
+    (root / "broken.ckpt").write_bytes(b"\x00" * 100)
+    return {"root": root, "images": images, "corrupt": corrupt, "ckpt": root / "model.ckpt",
+            "pipeline": root / "pipeline", "broken": root / "broken.ckpt"}  # fmt: skip
+
+
+def fit(files: dict[str, Path], *extra: str) -> list[str]:
+    output = files["root"] / "run-mistakes"
+    return ["fit", *TINY_OVERRIDES, "--model=DDPMModule", "--data=ImageDataModule",
+            f"--data.init_args.data_dir={files['images']}", f"--output.output_dir={output}",
+            "--trainer.max_epochs=1", *extra]  # fmt: skip
+
+
+def sample(files: dict[str, Path], *extra: str) -> list[str]:
+    out = str(files["root"] / "sampled")
+    return ["sample", f"--source={files['pipeline']}", f"--output_dir={out}", *extra]
+
+
+#: name -> (the command, given the files; words the one-paragraph error must contain)
+MISTAKES = {
+    "0 sampler steps": (lambda f: sample(f, "--num_inference_steps=0"), ["num_inference_steps", "between 1 and"]),
+    "negative sampler steps": (lambda f: sample(f, "--num_inference_steps=-3"), ["between 1 and", "-3"]),
+    "more steps than timesteps": (lambda f: sample(f, "--num_inference_steps=5000"), ["1000 training timesteps"]),
+    "0 images to sample": (lambda f: sample(f, "--num_images=0"), ["num_images must be at least 1"]),
+    "0 images to predict": (lambda f: ["predict", *TINY_OVERRIDES, "--model=DDPMModule", f"--ckpt_path={f['ckpt']}", "--model.init_args.num_predict_images=0"], ["num_predict_images must be at least 1"]),
+    "validate without held-out images": (lambda f: ["validate", *TINY_OVERRIDES, "--model=DDPMModule", "--data=ImageDataModule", f"--data.init_args.data_dir={f['images']}", f"--ckpt_path={f['ckpt']}"], ["val_fraction", "held-out"]),
+    "max_epochs 0": (lambda f: fit(f, "--trainer.max_epochs=0"), ["nothing to train"]),
+    "negative learning rate": (lambda f: fit(f, "--model.init_args.learning_rate=-1"), ["learning_rate must be at least 0"]),
+    "batch size 0": (lambda f: fit(f, "--data.init_args.train_batch_size=0"), ["train_batch_size must be at least 1"]),
+    "missing folder": (lambda f: fit(f, f"--data.init_args.data_dir={f['root'] / 'nowhere'}"), ["does not exist", "data_dir"]),
+    "empty folder": (lambda f: fit(f, f"--data.init_args.data_dir={f['root'] / 'empty'}"), ["No images found"]),
+    "corrupt image": (lambda f: fit(f, f"--data.init_args.data_dir={f['corrupt']}"), ["Could not decode", "image_001.png"]),
+    "offline Hub dataset": (lambda f: fit(f, "--data.init_args.dataset_name=someone/no-such-dataset"), ["Could not load the dataset", "imagefolder"]),
+    "wrong image column": (lambda f: fit(f, "--data.init_args.image_column=picture"), ["no column 'picture'", "image"]),
+    "bad source": (lambda f: ["sample", "--source=nowhere/model.ckpt"], ["No checkpoint or pipeline folder"]),
+    "sampler typo": (lambda f: fit(f, "--output.sampler=euler"), ["Unknown sampler 'euler'", "dpm-solver++"]),
+    "image size the UNet cannot take": (lambda f: fit(f, "--data.init_args.image_size=31"), ["image_size 31", "multiple of 2"]),
+    "fine-tune size mismatch": (lambda f: fit(f, f"--model.init_args.pretrained_model_name_or_path={f['pipeline']}", "--data.init_args.image_size=32"), ["takes 16 px images", "image_size: 16"]),
+    "export over a pipeline": (lambda f: ["export", f"--ckpt_path={f['ckpt']}", f"--output_dir={f['pipeline']}"], ["already", "--overwrite true"]),
+    "corrupt checkpoint": (lambda f: ["export", f"--ckpt_path={f['broken']}", f"--output_dir={f['root'] / 'x'}"], ["corrupt", "earlier epoch"]),
+    "sampler without steps": (lambda f: ["evaluate", f"--source={f['pipeline']}", f"--data_dir={f['images']}", "--samplers=ddim"], ["name:steps", "ddim:50"]),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def results(files: dict[str, Path]) -> dict[str, subprocess.CompletedProcess]:
+    """Every mistake through the console script, two at a time (one per core)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(console, *make(files)) for name, (make, _) in MISTAKES.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.mark.parametrize("name", list(MISTAKES))
+def test_a_mistake_prints_one_error_paragraph_and_exits_2(name: str, results: dict) -> None:
+    result = results[name]
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    assert "Traceback" not in output
+    error = result.stderr[result.stderr.index("error: ") :]
+    for words in MISTAKES[name][1]:
+        assert words in error, (words, error)
+    assert "Does not validate against any of the Union subtypes" not in output
+
+
+def test_the_traceback_variable_shows_where_it_was_raised(files: dict[str, Path]) -> None:
+    result = console(*sample(files, "--num_inference_steps=0"), env={"DDPM_LIGHTNING_TRACEBACK": "1"})  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "InvalidSettingError" in result.stderr
+
+
+def test_the_advice_to_overwrite_works_as_written(files: dict[str, Path]) -> None:
+    result = console("export", f"--ckpt_path={files['ckpt']}", f"--output_dir={files['pipeline']}", "--overwrite", "true")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_top_level_help_lists_every_command() -> None:
+    result = console("--help")
+    assert result.returncode == 0
+    for command in ("fit", "validate", "predict", "export", "sample", "evaluate"):
+        assert f"  {command} " in result.stdout
+
+
+#: Lines a normal run printed that users cannot act on (regular expressions of their text).
+NOISE = [
+    "gemm_4bit",  # bitsandbytes, pulled in by lightning[pytorch-extra]
+    "💡 Tip",  # Lightning's litlogger/litmodels advertising
+    "LeafSpec",  # a torch deprecation inside Lightning
+    "FLOPs",  # the model summary's column, always 0 here
+    "Total Flops",
+    "v_num",  # the logger version on the progress bar
+    "low cpu memory usage",  # diffusers without accelerate
+    "Downloading data",  # datasets, for a local folder
+    "Generating train split",
+    "args parameter is intended",  # LightningCLI given sys.argv twice
+    "Loading `train_dataloader` to estimate",
+    "Skipping setting a default `ModelSummary`",
+]
+
+
+def test_a_normal_fit_prints_no_known_noise(files: dict[str, Path], tmp_path: Path) -> None:
+    pipeline_run = ["--model.init_args.pretrained_model_name_or_path", str(files["pipeline"])]
+    args = fit(files, f"--output.output_dir={tmp_path / 'run'}", *pipeline_run)
+    result = console(*(a for a in args if "enable_progress_bar" not in a))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert (tmp_path / "run" / "model_index.json").is_file()
+    noisy = [line for line in output.splitlines() if any(noise in line for noise in NOISE)]
+    assert not noisy, noisy
