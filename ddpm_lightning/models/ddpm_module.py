@@ -38,7 +38,6 @@ from ddpm_lightning.sampling import (
     make_sampler,
 )
 from ddpm_lightning.sampling.generation import ImageGenerator
-from ddpm_lightning.sampling.seeds import ImageSeeds
 from ddpm_lightning.utils.atomic_export import save_pipeline_atomically
 from ddpm_lightning.utils.checks import check_at_least
 from ddpm_lightning.utils.images import to_pil, to_uint8
@@ -460,19 +459,18 @@ class DDPMModule(LightningModule):
             self.unet.train(was_training)
 
     def predict_dataloader(self) -> DataLoader:
-        """Seeds for ``num_predict_images`` images, split over ranks as all generation is."""
-        seeds = ImageSeeds(self.hparams.num_predict_images, self.hparams.seed)
+        """Image indices ``0 .. num_predict_images - 1``, split over ranks as all generation is."""
+        indices = range(self.hparams.num_predict_images)
         trainer = self._attached_trainer()
         world_size, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
-        sampler = ContiguousShardSampler(seeds, num_replicas=world_size, rank=rank)
-        return DataLoader(seeds, batch_size=self.hparams.predict_batch_size, sampler=sampler)
+        sampler = ContiguousShardSampler(indices, num_replicas=world_size, rank=rank)
+        return DataLoader(indices, batch_size=self.hparams.predict_batch_size, sampler=sampler)
 
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
-        """Generate one batch, each image from its own seed: uint8 (B, C, H, W) on the CPU."""
-        images = ImageGenerator(self, trainer=self.trainer, description="Predicting")(
-            batch["seed"].tolist()
-        )
-        return {"images": to_uint8(images).cpu(), "index": batch["index"].cpu()}
+    def predict_step(self, batch: torch.Tensor, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Image ``i`` from seed ``seed + i``: uint8 (B, C, H, W) on the CPU, and the indices."""
+        generator = ImageGenerator(self, trainer=self.trainer, description="Predicting")
+        images = generator((batch + self.hparams.seed).tolist())
+        return {"images": to_uint8(images).cpu(), "index": batch.cpu()}
 
     # ------------------------------------------------------------------ export
     def to_pipeline(self) -> DDPMPipeline:
