@@ -63,6 +63,11 @@ def main(args: list[str] | None = None) -> None:
         from ddpm_lightning.cli import run
 
         run(args)
+    except SystemExit as stop:
+        # Lightning stops a fit on SIGTERM with a bare SystemExit (status 0): report the signal.
+        if type(stop).__name__ == "SIGTERMException":
+            sys.exit(128 + 15)
+        raise
     except Exception as error:
         mistake = user_mistake(error)
         if mistake is None or os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import UNet2DModel
@@ -19,6 +21,7 @@ class CheckpointError(UsageError, RuntimeError):
     """A checkpoint file cannot be read."""
 
 
+#: What loading a truncated, corrupt or foreign file raises.
 _UNREADABLE = (
     RuntimeError,
     pickle.UnpicklingError,
@@ -29,21 +32,20 @@ _UNREADABLE = (
 )
 
 
-def _checkpoint_error(path: Path, error: Exception) -> CheckpointError:
-    return CheckpointError(
-        f"Could not read the checkpoint {str(path)!r} ({type(error).__name__}: {error}). "
-        "The file is truncated, corrupt or not a ddpm_lightning checkpoint. Use another one, "
-        "such as an earlier epoch's file in the same checkpoints folder."
-    )
-
-
-def _existing_file(path: str | os.PathLike) -> Path:
+def _read_checkpoint(path: str | os.PathLike, read: Callable[[Path], Any]) -> Any:
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(
             f"No checkpoint at {str(path)!r}. Check the path (e.g. checkpoints/last.ckpt)."
         )
-    return path
+    try:
+        return read(path)
+    except _UNREADABLE as error:
+        raise CheckpointError(
+            f"Could not read the checkpoint {str(path)!r} ({type(error).__name__}: {error}). "
+            "The file is truncated, corrupt or not a ddpm_lightning checkpoint. Use another one, "
+            "such as an earlier epoch's file in the same checkpoints folder."
+        ) from error
 
 
 def check_checkpoint_readable(path: str | os.PathLike) -> None:
@@ -51,24 +53,9 @@ def check_checkpoint_readable(path: str | os.PathLike) -> None:
 
     The file is memory-mapped, so even a large checkpoint is checked without reading it all.
     """
-    path = _existing_file(path)
-    try:
-        torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except _UNREADABLE as error:
-        raise _checkpoint_error(path, error) from error
-
-
-def load_checkpoint_module(path: str | os.PathLike) -> DDPMModule:
-    """``DDPMModule.load_from_checkpoint`` with an error that says what to do.
-
-    A checkpoint saved with EMA holds the averaged weights in its ``state_dict``, so this
-    returns the EMA model.
-    """
-    path = _existing_file(path)
-    try:
-        return DDPMModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)
-    except _UNREADABLE as error:
-        raise _checkpoint_error(path, error) from error
+    _read_checkpoint(
+        path, lambda p: torch.load(p, map_location="cpu", weights_only=False, mmap=True)
+    )
 
 
 def load_pipeline_module(source: str) -> DDPMModule:
@@ -89,10 +76,14 @@ def load_pipeline_module(source: str) -> DDPMModule:
 
 
 def load_module(source: str | os.PathLike) -> DDPMModule:
-    """Load from a Lightning checkpoint file, a diffusers pipeline folder, or a Hub id."""
+    """Load from a Lightning checkpoint file, a diffusers pipeline folder, or a Hub id.
+
+    A checkpoint saved with EMA holds the averaged weights, so this returns the EMA model.
+    """
     text = str(source)
     if os.path.isfile(text):
-        return load_checkpoint_module(text)
+        load = DDPMModule.load_from_checkpoint
+        return _read_checkpoint(text, lambda p: load(p, map_location="cpu", weights_only=False))
     if os.path.isdir(text):
         if not is_pipeline_folder(text):
             raise MissingInputError(

@@ -7,7 +7,7 @@ Each has no public equivalent. Checked against Lightning 2.6 (``setup.cfg`` boun
 from __future__ import annotations
 
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
 from torch.optim.swa_utils import AveragedModel
 
 #: The Lightning version these names were checked against.
@@ -25,3 +25,8 @@ def val_check_time_interval(trainer: Trainer) -> object | None:
     ``ModelCheckpoint`` defers its saves to validation end when this is set.
     """
     return getattr(trainer, "_val_check_time_interval", None)
+
+
+def last_saved_step(callback: ModelCheckpoint) -> int | None:
+    """The global step of the callback's latest save (None before its first)."""
+    return getattr(callback, "_last_global_step_saved", None)

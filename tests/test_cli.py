@@ -106,7 +106,7 @@ def test_help(command: list[str], capsys: pytest.CaptureFixture) -> None:
 
 
 def test_fit_then_export_then_sample_end_to_end(tmp_path: Path, image_folder: Path) -> None:
-    run = tmp_path / "run"
+    run_dir = tmp_path / "run"
     main(
         [
             "fit",
@@ -114,13 +114,13 @@ def test_fit_then_export_then_sample_end_to_end(tmp_path: Path, image_folder: Pa
             "--model=DDPMModule",
             "--data=ImageDataModule",
             f"--data.init_args.data_dir={image_folder}",
-            f"--output.output_dir={run}",
+            f"--output.output_dir={run_dir}",
             "--trainer.max_epochs=1",
             "--output.save_image_epochs=1",
             "--output.save_model_epochs=1",
         ]
     )
-    checkpoint = run / "checkpoints" / "last.ckpt"
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
     exported = tmp_path / "exported"
     main(["export", f"--ckpt_path={checkpoint}", f"--output_dir={exported}"])
     pipeline = DDPMPipeline.from_pretrained(exported)

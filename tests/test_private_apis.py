@@ -38,6 +38,20 @@ def test_the_trainer_still_has_its_time_based_validation_interval() -> None:
     assert private_apis.val_check_time_interval(L.Trainer(logger=False)) is None
 
 
+def test_model_checkpoint_still_records_the_step_of_its_latest_save(tmp_path) -> None:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    callback = ModelCheckpoint(dirpath=tmp_path)
+    module = DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1)
+    images = torch.zeros(2, 3, 16, 16)
+    loader = torch.utils.data.DataLoader([{"images": image} for image in images], batch_size=2)
+    trainer = L.Trainer(max_steps=1, callbacks=[callback], logger=False, enable_progress_bar=False)
+    trainer.fit(module, loader)
+    assert private_apis.last_saved_step(callback) == 1, (
+        f"ModelCheckpoint._last_global_step_saved is gone; {UPGRADE}"
+    )
+
+
 def test_no_module_imports_underscore_names_or_touches_private_attributes_elsewhere() -> None:
     for path in PACKAGE.rglob("*.py"):
         if path.name == "private_apis.py":

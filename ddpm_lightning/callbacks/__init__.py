@@ -5,12 +5,14 @@ from ddpm_lightning.callbacks.fid import FIDCallback
 from ddpm_lightning.callbacks.pipeline_export import PipelineExportCallback
 from ddpm_lightning.callbacks.prediction_writer import PNGPredictionWriter
 from ddpm_lightning.callbacks.push_to_hub import HubPushError, PushToHubCallback
+from ddpm_lightning.callbacks.resume_checkpoint import AtomicCheckpointIO, ResumeCheckpoint
 from ddpm_lightning.callbacks.sample_grid import SampleGridCallback
 from ddpm_lightning.callbacks.throughput import ImageThroughputMonitor
 from ddpm_lightning.callbacks.training_outputs import TrainingOutputs
 from ddpm_lightning.quality import FeatureExtractorUnavailableError
 
 __all__ = [
+    "AtomicCheckpointIO",
     "EMA",
     "FIDCallback",
     "FeatureExtractorUnavailableError",
@@ -19,6 +21,7 @@ __all__ = [
     "PNGPredictionWriter",
     "PipelineExportCallback",
     "PushToHubCallback",
+    "ResumeCheckpoint",
     "SampleGridCallback",
     "TrainingOutputs",
     "averaged_weights",

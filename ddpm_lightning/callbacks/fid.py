@@ -11,7 +11,6 @@ from ddpm_lightning.models.ddpm_module import SamplerName
 from ddpm_lightning.private_apis import val_check_time_interval
 from ddpm_lightning.quality import (
     DEFAULT_CACHE_DIR,
-    INCEPTION_FEATURES,
     InceptionFeature,
     SampleQualityEvaluator,
     build_feature_extractor,
@@ -20,48 +19,41 @@ from ddpm_lightning.quality import (
 )
 from ddpm_lightning.sampling import check_sampler_name
 from ddpm_lightning.sampling.generation import ImageGenerator
+from ddpm_lightning.utils.checks import check_at_least
+
+#: How to log values that are already global and equal on every rank: sync_dist with "max"
+#: cannot change them; it only keeps Lightning from warning about unsynced epoch-level logs.
+_GLOBAL_VALUE = dict(
+    on_step=False, on_epoch=True, sync_dist=True, reduce_fx="max", rank_zero_only=False
+)
 
 
 class FIDCallback(Callback):
     """Logs FID and KID of generated samples every few epochs, for ModelCheckpoint to monitor.
 
     The same seeds ``seed, seed + 1, ...`` every time, so values compare across epochs; split
-    into contiguous blocks over ranks; sampled with the EMA weights when an EMA callback is
-    present and under the Trainer's precision. torchmetrics' ``FrechetInceptionDistance`` and
-    ``KernelInceptionDistance`` gather their states across ranks, so every rank logs the
-    one-process value: ``{metric_prefix}fid``, ``...kid`` (mean) and ``...kid_std``.
+    over ranks; sampled with the EMA weights (if an EMA callback is present) under the
+    Trainer's precision. Every rank logs the global values ``{metric_prefix}fid``, ``...kid``
+    (mean) and ``...kid_std``.
 
-    When: ``ModelCheckpoint`` reads the metric when it saves, by default at the end of the
-    training epoch, or at the end of validation when validation runs other than once at the
-    end of every epoch (``check_val_every_n_epoch != 1``, a fractional or time-based
-    ``val_check_interval``). This callback computes at the same point: ``on_train_epoch_end``
-    (Lightning calls monitoring callbacks after the others there), or else at the first
-    validation end of a due epoch (never in the sanity check); then let validation run in the
-    epochs FID is due. With ``every_n_epochs > 1``, give ModelCheckpoint the same
-    ``every_n_epochs``, or it warns (or fails, after validation) on the epochs without FID.
+    It computes where ModelCheckpoint reads the metric: at train epoch end, or at the first
+    validation end of a due epoch when validation runs other than once at every epoch's end
+    (``check_val_every_n_epoch != 1``, a fractional or time-based ``val_check_interval``).
+    With ``every_n_epochs > 1``, give ModelCheckpoint the same ``every_n_epochs``, or it warns
+    (or fails) on the epochs without FID.
 
     Real statistics come from the datamodule's ``train_dataset`` and are cached in
-    ``cache_dir``, keyed by dataset (``dataset_key``, or name and folder), split, image shape,
-    number of real images, a hash of the first images and the feature extractor. Only rank 0
-    reads and writes the cache and holds the real statistics (summing them over ranks would
-    count them twice); a miss is computed sharded over ranks.
-
-    The extractor sees uint8 (N, 3, H, W) images (grayscale repeated to RGB, as Inception
-    wants). The default, torchmetrics' Inception-v3 at ``feature=2048`` (standard FID),
-    downloads its weights on first use; offline, pass ``feature_extractor_weights_path`` or any
-    ``feature_extractor`` module (``class_path``/``init_args`` in YAML).
+    ``cache_dir``. The default extractor, torchmetrics' Inception-v3, downloads its weights on
+    first use; offline, pass ``feature_extractor_weights_path`` or any ``feature_extractor``
+    module (``class_path``/``init_args`` in YAML).
 
     Args:
-        every_n_epochs: compute after every n-th epoch.
         num_images: images generated per evaluation (over all ranks; at least 2).
-        sampler: ``ddpm``, ``ddim``, ``dpm-solver++`` or ``unipc``.
-        num_inference_steps: sampler steps.
         seed: the first image's seed; also seeds KID's subset draws.
         batch_size: images per generation and extractor batch on each rank.
         feature: Inception layer (64, 192, 768 or 2048) when no feature_extractor is given.
         feature_extractor: a module mapping uint8 (N, 3, H, W) images to (N, d) features, with a
             ``num_features`` attribute (else one probe batch finds d).
-        feature_extractor_weights_path: a local file of torch-fidelity's Inception weights.
         feature_extractor_key: names the extractor in the cache key (default: class and size;
             set it when two extractors of one class differ in weights).
         max_real_images: use only the first this many training images as the real set.
@@ -69,10 +61,8 @@ class FIDCallback(Callback):
         cache_dir: where real statistics are cached; None recomputes them every run.
         kid_subset_size: images per KID subset (default: the smaller of 100, ``num_images``
             and the number of real images).
-        kid_subsets: KID subsets averaged.
-        evaluate_at_train_end: also compute when training ends (sent to the loggers directly,
-            since ``self.log`` is not allowed in ``on_train_end``), unless just computed.
-        metric_prefix: prefix of the logged names.
+        evaluate_at_train_end: also compute when training ends (straight to the loggers, as
+            ``self.log`` is not allowed there), unless just computed.
     """
 
     def __init__(
@@ -95,21 +85,13 @@ class FIDCallback(Callback):
         evaluate_at_train_end: bool = False,
         metric_prefix: str = "val/",
     ) -> None:
-        if every_n_epochs < 1:
-            raise InvalidSettingError(f"every_n_epochs must be at least 1, got {every_n_epochs}.")
+        check_at_least("every_n_epochs", every_n_epochs, 1)
         if num_images < 2:
             raise InvalidSettingError(
                 f"FID needs at least 2 generated images, got num_images={num_images}."
             )
-        if batch_size < 1:
-            raise InvalidSettingError(f"batch_size must be at least 1, got {batch_size}.")
-        if feature_extractor is None and feature not in INCEPTION_FEATURES:
-            raise InvalidSettingError(
-                f"feature must be one of {INCEPTION_FEATURES}, got {feature}."
-            )
-        if kid_subset_size is not None and kid_subset_size < 2:
-            raise InvalidSettingError(f"kid_subset_size must be at least 2, got {kid_subset_size}.")
-        check_sampler_name(sampler)
+        check_at_least("batch_size", batch_size, 1)
+        check_sampler_name(sampler)  # feature and kid_subset_size: checked when fitting starts
         self.every_n_epochs = every_n_epochs
         self.num_images = num_images
         self.sampler = sampler
@@ -133,7 +115,6 @@ class FIDCallback(Callback):
         self._last_epoch: int | None = None
         self._last_step: int | None = None
 
-    # ------------------------------------------------------------------ hooks
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Build the feature extractor before training, so missing weights fail early."""
         if stage != "fit":
@@ -146,13 +127,7 @@ class FIDCallback(Callback):
         if key is None and self.feature_extractor is None:
             key = feature_extractor_id(extractor, self.feature, self.feature_extractor_weights_path)
         self._evaluator = SampleQualityEvaluator(
-            extractor,
-            feature_extractor_id=key,
-            cache_dir=self.cache_dir,
-            kid_subsets=self.kid_subsets,
-            kid_subset_size=self.kid_subset_size,
-            kid_seed=self.seed,
-            sync_on_compute=True,
+            extractor, key, self.cache_dir, self.kid_subsets, self.kid_subset_size, self.seed
         )
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -206,11 +181,9 @@ class FIDCallback(Callback):
         if stage == "fit":
             self._evaluator = None
 
-    # ------------------------------------------------------------------ helpers
     def _due(self, trainer: Trainer) -> bool:
-        return (
-            trainer.current_epoch + 1
-        ) % self.every_n_epochs == 0 and self._last_epoch != trainer.current_epoch
+        epoch = trainer.current_epoch
+        return (epoch + 1) % self.every_n_epochs == 0 and self._last_epoch != epoch
 
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         generator = ImageGenerator(
@@ -232,19 +205,8 @@ class FIDCallback(Callback):
         return values
 
     def _log(self, pl_module: LightningModule, values: dict[str, float]) -> None:
-        # The values are already global and equal on every rank. sync_dist with "max" cannot
-        # change them; it only keeps Lightning from warning about unsynced epoch-level logs.
         for name, value in values.items():
-            pl_module.log(
-                self.metric_prefix + name,
-                value,
-                on_step=False,
-                on_epoch=True,
-                sync_dist=True,
-                reduce_fx="max",
-                rank_zero_only=False,
-                prog_bar=name == "fid",
-            )
+            pl_module.log(self.metric_prefix + name, value, prog_bar=name == "fid", **_GLOBAL_VALUE)
 
     def _require_evaluator(self) -> SampleQualityEvaluator:
         if self._evaluator is None:
@@ -253,11 +215,7 @@ class FIDCallback(Callback):
 
 
 def _checkpoints_at_validation_end(trainer: Trainer) -> bool:
-    """Whether ModelCheckpoint (by default) saves at validation end rather than train epoch end.
-
-    Mirrors ``ModelCheckpoint._should_save_on_train_epoch_end`` of Lightning 2.6, for a run
-    that validates at all.
-    """
+    """Whether ModelCheckpoint saves at validation end: not its _should_save_on_train_epoch_end."""
     num_val_batches = trainer.num_val_batches
     if isinstance(num_val_batches, list):
         num_val_batches = sum(num_val_batches)

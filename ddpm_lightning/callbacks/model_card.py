@@ -2,42 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 
-#: Module hyperparameters worth a line in the card.
-_CARD_SETTINGS = (
-    "image_size",
-    "channels",
-    "block_out_channels",
-    "layers_per_block",
-    "num_train_timesteps",
-    "beta_schedule",
-    "prediction_type",
-    "learning_rate",
-    "lr_scheduler",
-    "lr_warmup_steps",
-    "min_snr_gamma",
-    "pretrained_model_name_or_path",
-)
+#: Module hyperparameters and datamodule attributes worth a line in the card.
+_MODULE_SETTINGS = """image_size channels block_out_channels layers_per_block num_train_timesteps
+    beta_schedule prediction_type learning_rate lr_scheduler lr_warmup_steps min_snr_gamma
+    pretrained_model_name_or_path""".split()
+_DATA_SETTINGS = "dataset_name data_dir split train_batch_size random_flip center_crop".split()
 
 
 def training_settings(trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
     """The settings a reader needs to reproduce the run, from the module, data and Trainer."""
-    settings = {
-        key: pl_module.hparams.get(key) for key in _CARD_SETTINGS if key in pl_module.hparams
-    }
+    hparams = pl_module.hparams
+    settings = {key: hparams.get(key) for key in _MODULE_SETTINGS if key in hparams}
     datamodule = getattr(trainer, "datamodule", None)
-    for key in (
-        "dataset_name",
-        "data_dir",
-        "split",
-        "train_batch_size",
-        "random_flip",
-        "center_crop",
-    ):
+    for key in _DATA_SETTINGS:
         if hasattr(datamodule, key):
             settings[key] = getattr(datamodule, key)
     settings["devices x nodes"] = f"{trainer.num_devices} x {trainer.num_nodes}"
@@ -50,11 +31,7 @@ def training_settings(trainer: Trainer, pl_module: LightningModule) -> dict[str,
 
 
 def model_card(
-    repo_id: str,
-    settings: dict[str, Any],
-    epoch: int,
-    global_step: int,
-    grid_name: str | None,
+    repo_id: str, settings: dict[str, Any], epoch: int, global_step: int, grid_name: str | None
 ) -> str:
     """A Hub model card (README.md) in the layout diffusers' own training scripts use."""
     dataset = settings.get("dataset_name", "unknown")
@@ -96,10 +73,3 @@ image
 | --- | --- |
 {rows}
 """
-
-
-def write_model_card(folder: Path, text: str) -> Path:
-    """Write README.md into ``folder`` and return its path."""
-    path = folder / "README.md"
-    path.write_text(text, encoding="utf-8")
-    return path

@@ -11,7 +11,7 @@ from pathlib import Path
 from huggingface_hub import HfApi, get_token
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from ddpm_lightning.callbacks.model_card import model_card, training_settings, write_model_card
+from ddpm_lightning.callbacks.model_card import model_card, training_settings
 from ddpm_lightning.callbacks.pipeline_export import PipelineExportCallback
 from ddpm_lightning.callbacks.sample_grid import SampleGridCallback
 from ddpm_lightning.errors import InvalidSettingError, UsageError
@@ -25,16 +25,13 @@ class HubPushError(UsageError, RuntimeError):
 class PushToHubCallback(Callback):
     """Push the pipeline after every export, in the background, never a Lightning checkpoint.
 
-    Needs a ``PipelineExportCallback`` on the same Trainer (it pushes after each of its
-    exports, which fixes the tutorial's push of a folder with no pipeline in it). At fit start
-    it finds the token and creates the repository, so a missing token or a repository that
-    cannot be created fails at once, not after fifty epochs. Each push uploads a snapshot
-    (hard links) of exactly the pipeline files, the latest sample grid and a model card, on a
-    background thread; training goes on meanwhile. Only global rank zero talks to the Hub.
+    Needs a ``PipelineExportCallback`` (the tutorial pushed a folder with no pipeline in it).
+    The token and the repository are checked at fit start, not after fifty epochs. Each push
+    uploads a snapshot of the pipeline files, the latest sample grid and a model card on a
+    background thread. Only global rank zero talks to the Hub.
 
     Args:
         hub_model_id: ``user/name`` of the model repository.
-        hub_private_repo: create the repository as private.
         token: a Hub token; if None, the usual places (``HF_TOKEN``, ``hf auth login``).
     """
 
@@ -91,13 +88,9 @@ class PushToHubCallback(Callback):
             return
         self._raise_failed_pushes()
         grid = self._grids.last_grid_path if self._grids else None
-        card = model_card(
-            self.hub_model_id,
-            training_settings(trainer, trainer.lightning_module),
-            epoch,
-            trainer.global_step,
-            f"samples/{grid.name}" if grid else None,
-        )
+        settings = training_settings(trainer, trainer.lightning_module)
+        grid_name = f"samples/{grid.name}" if grid else None
+        card = model_card(self.hub_model_id, settings, epoch, trainer.global_step, grid_name)
         snapshot = _snapshot(folder, grid, card)
         self._pending.append(self._executor.submit(self._push, snapshot, epoch))
 
@@ -115,22 +108,16 @@ class PushToHubCallback(Callback):
 
     def _raise_failed_pushes(self) -> None:
         done = [future for future in self._pending if future.done()]
-        self._pending = [future for future in self._pending if not future.done()]
+        self._pending = [future for future in self._pending if future not in done]
         for future in done:
-            if future.exception() is not None:
-                raise HubPushError(
-                    f"Pushing to {self.hub_model_id!r} failed: {future.exception()}"
-                ) from future.exception()
-
-    def wait(self) -> None:
-        """Block until every scheduled push has finished; raise if one failed."""
-        for future in list(self._pending):
-            future.exception()
-        self._raise_failed_pushes()
+            if (error := future.exception()) is not None:
+                raise HubPushError(f"Pushing to {self.hub_model_id!r} failed: {error}") from error
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Wait for the last push, so the process does not exit with an upload half done."""
-        self.wait()
+        for future in list(self._pending):
+            future.exception()  # blocks until it is done
+        self._raise_failed_pushes()
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Stop the background thread."""
@@ -140,18 +127,14 @@ class PushToHubCallback(Callback):
 
 
 def _snapshot(folder: Path, grid: Path | None, card: str) -> Path:
-    """Hard-link the pipeline files (and grid) into a private folder for the upload.
+    """Hard-link the pipeline files, grid and card into a private folder for the upload.
 
-    Exports replace files by renaming, so the links keep the exported version even if the
-    next export lands while the upload runs. Only pipeline entries are taken: no checkpoint,
-    log or stray file of the output folder can reach the Hub.
+    Exports replace files by renaming, so the links keep this version while the next export
+    lands. Only pipeline entries are taken: no checkpoint or stray file reaches the Hub.
     """
     snapshot = Path(tempfile.mkdtemp(prefix="ddpm-lightning-push-"))
-    entries = [
-        PIPELINE_MARKER,
-        *(name for name in ("unet", "scheduler") if (folder / name).exists()),
-    ]
-    for name in entries:
+    subfolders = [name for name in ("unet", "scheduler") if (folder / name).exists()]
+    for name in [PIPELINE_MARKER, *subfolders]:
         source = folder / name
         if source.is_dir():
             shutil.copytree(source, snapshot / name, copy_function=_link_or_copy)
@@ -160,7 +143,7 @@ def _snapshot(folder: Path, grid: Path | None, card: str) -> Path:
     if grid is not None and grid.exists():
         (snapshot / "samples").mkdir()
         _link_or_copy(grid, snapshot / "samples" / grid.name)
-    write_model_card(snapshot, card)
+    (snapshot / "README.md").write_text(card, encoding="utf-8")
     return snapshot
 
 

@@ -13,18 +13,26 @@ from ddpm_lightning.callbacks.ema import EMA
 from ddpm_lightning.callbacks.fid import FIDCallback
 from ddpm_lightning.callbacks.pipeline_export import PipelineExportCallback
 from ddpm_lightning.callbacks.push_to_hub import PushToHubCallback
+from ddpm_lightning.callbacks.resume_checkpoint import ResumeCheckpoint
 from ddpm_lightning.callbacks.sample_grid import SampleGridCallback
 from ddpm_lightning.callbacks.throughput import ImageThroughputMonitor
 from ddpm_lightning.sampling import check_sampler_name
+from ddpm_lightning.utils.checks import check_at_least
 
 
 class TrainingOutputs:
     """What the tutorial's ``TrainingConfig`` says about outputs, as one settings object.
 
     ``callbacks()`` and ``logger()`` give everything a run writes: ``samples/NNNN.png`` grids,
-    the diffusers pipeline in ``output_dir``, an optional Hub push, ``checkpoints/last.ckpt``
-    (resume with ``ckpt_path="last"``) and TensorBoard logs in ``output_dir/logs`` with the
-    loss, learning rate and images/s. The CLI exposes these as ``--output.*``.
+    the diffusers pipeline in ``output_dir``, an optional Hub push, checkpoints and
+    TensorBoard logs in ``output_dir/logs`` with the loss, learning rate and images/s. The CLI
+    exposes these as ``--output.*``.
+
+    Checkpoints go to ``output_dir/checkpoints``: ``epochNNNN.ckpt`` every
+    ``checkpoint_every_n_epochs``, and ``last.ckpt`` after every epoch (``ResumeCheckpoint``),
+    which ``ckpt_path="last"`` (``--ckpt_path last``) resumes. All are written atomically. The
+    first Ctrl-C stops training at the end of the epoch, so that ``last`` resumes it exactly;
+    a second Ctrl-C, a SIGTERM or an error stops it mid-epoch and saves ``interrupted.ckpt``.
 
     Args:
         output_dir: the run's folder; also the pipeline folder, as in the tutorial.
@@ -40,8 +48,8 @@ class TrainingOutputs:
         ema_max_decay: the EMA's largest decay.
         sampler: the sampler of the grids (the tutorial's ``ddpm``).
         num_inference_steps: the grids' sampler steps (the tutorial's 1000).
-        checkpoint_every_n_epochs: keep a checkpoint every N epochs (``save_model_epochs`` if
-            None); ``last.ckpt`` is refreshed every epoch.
+        checkpoint_every_n_epochs: keep ``epochNNNN.ckpt`` every N epochs
+            (``save_model_epochs`` if None); ``last.ckpt`` is rewritten every epoch regardless.
         throughput_window: batches averaged for each images/s reading.
         fid_every_n_epochs: compute FID and KID every N epochs (off if None) and keep the
             best checkpoint by ``val/fid`` as ``checkpoints/best-fid.ckpt``.
@@ -69,6 +77,16 @@ class TrainingOutputs:
         fid_num_images: int = 1000,
     ) -> None:
         check_sampler_name(sampler)
+        for name, value in (
+            ("save_image_epochs", save_image_epochs),
+            ("save_model_epochs", save_model_epochs),
+            ("eval_batch_size", eval_batch_size),
+            ("num_inference_steps", num_inference_steps),
+            ("checkpoint_every_n_epochs", checkpoint_every_n_epochs or 1),
+            ("fid_every_n_epochs", fid_every_n_epochs or 1),
+        ):
+            check_at_least(name, value, 1)
+        check_at_least("fid_num_images", fid_num_images, 2)
         if throughput_window < 2:
             raise ValueError(
                 f"throughput_window must be at least 2 batches, got {throughput_window}."
@@ -131,15 +149,16 @@ class TrainingOutputs:
                     mode="min",
                 ),
             ]
+        checkpoints = self.output_dir / "checkpoints"
         callbacks += [
             ModelCheckpoint(
-                dirpath=str(self.output_dir / "checkpoints"),
+                dirpath=str(checkpoints),
                 filename="epoch{epoch:04d}",
                 auto_insert_metric_name=False,
                 every_n_epochs=self.checkpoint_every_n_epochs,
                 save_top_k=-1,
-                save_last=True,
             ),
+            ResumeCheckpoint(checkpoints),
             LearningRateMonitor(logging_interval="step"),
             ImageThroughputMonitor(window_size=self.throughput_window),
         ]
@@ -147,4 +166,7 @@ class TrainingOutputs:
 
     def logger(self) -> TensorBoardLogger:
         """TensorBoard logs in ``output_dir/logs`` (the tutorial's ``project_dir``)."""
-        return TensorBoardLogger(save_dir=str(self.output_dir), name="logs")
+        # No hp_metric placeholder: TensorBoard would show a card stuck at -1 before the loss.
+        return TensorBoardLogger(
+            save_dir=str(self.output_dir), name="logs", default_hp_metric=False
+        )

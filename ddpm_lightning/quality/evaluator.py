@@ -36,18 +36,16 @@ from ddpm_lightning.sampling.seeds import image_seeds
 
 
 class SampleQualityEvaluator:
-    """FID/KID of a module's samples against real images: the work behind :class:`FIDCallback`.
+    """FID/KID of a module's samples against real images, for FIDCallback and evaluate_samplers.
 
-    Trainer-free, so :func:`ddpm_lightning.quality.evaluate_samplers` uses it too. Real
-    statistics are computed once (sharded over ranks) and cached; generation is sharded by seed.
+    Real statistics are computed once (sharded over ranks) and cached; generation is sharded
+    by seed.
 
     Args:
         feature_extractor: the network mapping uint8 (N, 3, H, W) images to features.
         feature_extractor_id: identifies the features in the cache key.
         cache_dir: where real statistics are cached (None: no cache).
-        kid_subsets: KID subsets averaged.
         kid_subset_size: images per KID subset (None: the smaller of 100 and the image counts).
-        kid_seed: seeds KID's subset draws.
         sync_on_compute: gather metric states across ranks (True under DDP).
     """
 
@@ -64,10 +62,7 @@ class SampleQualityEvaluator:
         self.extractor = feature_extractor
         self.extractor_id = feature_extractor_id
         self.cache_dir = cache_dir
-        self.kid_subsets = kid_subsets
-        self.kid_subset_size = kid_subset_size
-        self.kid_seed = kid_seed
-        self.sync_on_compute = sync_on_compute
+        self._metric_settings = (kid_subsets, kid_subset_size, kid_seed, sync_on_compute)
         self.metrics: SampleQualityMetrics | None = None
         self.num_real = 0
         self.cache_file: Path | None = None
@@ -90,15 +85,8 @@ class SampleQualityEvaluator:
     ) -> bool:
         """Load or compute the real statistics; every rank calls this. True on a cache hit.
 
-        Args:
-            real_images: uint8 images, as a tensor or a dataset of (C, H, W) tensors.
-            identity: the dataset part of the cache key (see :func:`dataset_identity`).
-            device: where the extractor and the metric states live.
-            max_real_images: use only the first this many real images.
-            batch_size: real images per extractor call.
-            rank: this process's global rank.
-            world_size: the number of processes.
-            broadcast: sends rank 0's object to every rank (the strategy's ``broadcast``).
+        ``identity`` is the dataset part of the cache key (see :func:`dataset_identity`);
+        ``broadcast`` (the strategy's) sends rank 0's cache lookup to every rank.
         """
         device = torch.device(device)
         num_real = len(real_images)
@@ -110,13 +98,7 @@ class SampleQualityEvaluator:
         image_shape = tuple(real_batch(real_images, [0]).shape[1:])
         num_features = count_features(self.extractor, image_shape, device)
         extractor_id = self.extractor_id or feature_extractor_id(self.extractor, num_features)
-        self.metrics = SampleQualityMetrics(
-            num_features,
-            self.kid_subsets,
-            self.kid_subset_size,
-            self.kid_seed,
-            self.sync_on_compute,
-        ).to(device)
+        self.metrics = SampleQualityMetrics(num_features, *self._metric_settings).to(device)
         self.num_real = num_real
 
         cache = RealStatisticsCache(self.cache_dir) if self.cache_dir is not None else None
@@ -132,7 +114,8 @@ class SampleQualityEvaluator:
             }
             self.cache_file = cache.path(key)
             cached = cache.load(key)
-        if (broadcast or _same)(cached is not None):
+        hit = broadcast(cached is not None) if broadcast else cached is not None
+        if hit:
             self.metrics.set_real(cached.to(device) if cached is not None else None)
             rank_zero_info(f"FID/KID: real statistics of {num_real} images from {self.cache_file}.")
             return True
@@ -164,8 +147,8 @@ class SampleQualityEvaluator:
         Each image depends only on its seed, so the value does not depend on the batch size
         or on how the seeds are split across ranks. Every rank must call this.
         """
-        # Features batch by batch: only they, not the images, are kept until the end.
-        features = [self._features([])]  # an empty start: a rank may have no seeds
+        # Only the features, not the images, are kept; the empty start covers a rank without seeds.
+        features = [self._features([])]
         generator.on_all_ranks(
             image_seeds(seed, num_images),
             on_batch=lambda images: features.append(self._features([to_uint8(images)])),
@@ -176,15 +159,9 @@ class SampleQualityEvaluator:
     def _features(self, batches: Iterable[Tensor]) -> Tensor:
         device = self._require_metrics().fid.device
         features = [extract_features(self.extractor, batch.to(device)) for batch in batches]
-        if not features:
-            return torch.empty(0, self.num_features, device=device)
-        return torch.cat(features)
+        return torch.cat(features) if features else torch.empty(0, self.num_features, device=device)
 
     def _require_metrics(self) -> SampleQualityMetrics:
         if self.metrics is None:
             raise RuntimeError("Call prepare() with the real images first.")
         return self.metrics
-
-
-def _same(value: Any) -> Any:
-    return value

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-from contextlib import AbstractContextManager
 from typing import Literal, get_args
 
 import torch
@@ -36,26 +35,15 @@ def build_feature_extractor(
     feature: int = 2048,
     feature_extractor_weights_path: str | None = None,
 ) -> nn.Module:
-    """The given module, or torchmetrics' Inception-v3 (the standard FID network) at ``feature``.
-
-    Args:
-        feature_extractor: any module mapping uint8 (N, 3, H, W) images to (N, d) features.
-        feature: Inception layer when no module is given: 64, 192, 768 or 2048 (standard FID).
-        feature_extractor_weights_path: a local copy of the Inception weights (no download).
+    """The given module (frozen), or torchmetrics' Inception-v3 at ``feature`` (2048: FID).
 
     Raises:
         FeatureExtractorUnavailableError: the Inception weights could not be downloaded or read.
     """
-    if feature_extractor is None:
-        if feature not in INCEPTION_FEATURES:
-            raise InvalidSettingError(
-                f"feature must be one of {INCEPTION_FEATURES}, got {feature}."
-            )
-        feature_extractor = _load_inception(feature, feature_extractor_weights_path)
-    return feature_extractor.eval().requires_grad_(False)
-
-
-def _load_inception(feature: int, weights_path: str | None) -> nn.Module:
+    if feature_extractor is not None:
+        return feature_extractor.eval().requires_grad_(False)
+    if feature not in INCEPTION_FEATURES:
+        raise InvalidSettingError(f"feature must be one of {INCEPTION_FEATURES}, got {feature}.")
     if importlib.util.find_spec("torch_fidelity") is None:
         raise FeatureExtractorUnavailableError(
             "FID/KID with the default Inception-v3 needs torch-fidelity: "
@@ -64,15 +52,15 @@ def _load_inception(feature: int, weights_path: str | None) -> nn.Module:
     from torchmetrics.image.fid import NoTrainInceptionV3
 
     try:
-        return NoTrainInceptionV3(
+        inception = NoTrainInceptionV3(
             name="inception-v3-compat",
             features_list=[str(feature)],
-            feature_extractor_weights_path=weights_path,
+            feature_extractor_weights_path=feature_extractor_weights_path,
         )
     except Exception as error:  # URLError, HTTPError, timeouts, torch.load errors: all "no weights"
-        raise FeatureExtractorUnavailableError(
-            _missing_weights_message(weights_path, error)
-        ) from error
+        message = _missing_weights_message(feature_extractor_weights_path, error)
+        raise FeatureExtractorUnavailableError(message) from error
+    return inception.eval().requires_grad_(False)
 
 
 def _missing_weights_message(weights_path: str | None, error: Exception) -> str:
@@ -96,14 +84,9 @@ def _missing_weights_message(weights_path: str | None, error: Exception) -> str:
 
 
 def feature_extractor_id(
-    extractor: nn.Module, num_features: int, weights_path: str | None = None, key: str | None = None
+    extractor: nn.Module, num_features: int, weights_path: str | None = None
 ) -> str:
-    """What identifies the features in the cache key: a user ``key``, else class and size.
-
-    Two modules of one class with different weights need different keys.
-    """
-    if key:
-        return key
+    """What identifies the features in the cache key: class and size (and Inception's weights)."""
     kind = f"{type(extractor).__module__}.{type(extractor).__qualname__}/{num_features}"
     if hasattr(extractor, "features_list"):  # torch-fidelity's Inception: say which weights
         kind += "/" + os.path.basename(weights_path or inception_weights_url())
@@ -126,10 +109,9 @@ def count_features(extractor: nn.Module, image_shape: tuple[int, ...], device: t
 
 @torch.no_grad()
 def extract_features(extractor: nn.Module, images: Tensor) -> Tensor:
-    """Float32 (N, d) features of uint8 (N, C, H, W) images.
+    """Float32 (N, d) features of uint8 (N, C, H, W) images, grayscale repeated to RGB.
 
-    Grayscale is repeated to three channels, since Inception (like most extractors) is an RGB
-    network. Runs with autocast off: FID's covariances suffer from half-precision features.
+    Autocast is off: FID's covariances suffer from half-precision features.
     """
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise TypeError(
@@ -138,13 +120,10 @@ def extract_features(extractor: nn.Module, images: Tensor) -> Tensor:
         )
     if images.shape[1] == 1:
         images = images.repeat(1, 3, 1, 1)
-    with _autocast_off(images.device):
+    try:
+        autocast_off = torch.autocast(images.device.type, enabled=False)
+    except RuntimeError:  # a device type without autocast
+        autocast_off = contextlib.nullcontext()
+    with autocast_off:
         features = extractor(images)
     return features.reshape(images.shape[0], -1).float()
-
-
-def _autocast_off(device: torch.device) -> AbstractContextManager:
-    try:
-        return torch.autocast(device.type, enabled=False)
-    except RuntimeError:  # a device type without autocast
-        return contextlib.nullcontext()

@@ -12,37 +12,29 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from ddpm_lightning.errors import InvalidSettingError
 
-#: KID subset size when enough images exist: small enough next to the usual 1000 to 10000
-#: images that the subsets differ and KID's std means something (torch-fidelity uses 1000).
+#: KID subset size when enough images exist: small next to the usual 1000 to 10000 images,
+#: so that subsets differ and KID's std means something (torch-fidelity uses 1000).
 DEFAULT_KID_SUBSET_SIZE = 100
 
 
-class _Precomputed(nn.Module):
+def _precomputed(num_features: int) -> nn.Module:
     """Hands features to torchmetrics as they are, so the extractor runs once for FID and KID."""
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.num_features = num_features
-
-    def forward(self, features: Tensor) -> Tensor:
-        return features
+    module = nn.Identity()
+    module.num_features = num_features
+    return module
 
 
 class SampleQualityMetrics:
     """torchmetrics' FID and KID fed with the same features, keeping real statistics on reset.
 
     Under DDP both metrics gather their states across ranks in ``compute``, so every rank must
-    call :meth:`set_real` once and :meth:`add_fake` once before each :meth:`compute`; real
-    statistics live on rank 0 only (other ranks add nothing), or the
-    sum over ranks would count them once per rank.
+    call :meth:`set_real` once and :meth:`add_fake` once before each :meth:`compute`. Real
+    statistics live on rank 0 only, or the sum over ranks would count them once per rank.
 
     Args:
-        num_features: the feature size.
-        kid_subsets: KID subsets averaged.
         kid_subset_size: images per KID subset (default: the smaller of 100 and the number of
             real and of generated images).
         kid_seed: seeds KID's subset draws, in a forked RNG (the global RNG is left alone).
-        sync_on_compute: gather states across ranks when computing (False for one process).
     """
 
     def __init__(
@@ -59,14 +51,14 @@ class SampleQualityMetrics:
         self.kid_subset_size = kid_subset_size
         self.kid_seed = kid_seed
         self.fid = FrechetInceptionDistance(
-            feature=_Precomputed(num_features),
+            feature=_precomputed(num_features),
             reset_real_features=False,
             sync_on_compute=sync_on_compute,
         )
         with warnings.catch_warnings():  # the features are small here; the warning is noise
             warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
             self.kid = KernelInceptionDistance(
-                feature=_Precomputed(num_features),
+                feature=_precomputed(num_features),
                 subsets=kid_subsets,
                 subset_size=kid_subset_size or DEFAULT_KID_SUBSET_SIZE,
                 reset_real_features=False,

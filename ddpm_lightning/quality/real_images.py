@@ -11,9 +11,6 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-#: Real images hashed into the cache key, to notice a changed dataset behind the same name.
-DIGEST_IMAGES = 64
-
 #: Real images: uint8 (N, C, H, W), or a dataset of uint8 (C, H, W) tensors (``PixelDataset``).
 RealImages = Tensor | Dataset
 
@@ -68,6 +65,6 @@ def dataset_identity(datamodule: Any = None, dataset_key: str | None = None) -> 
 
 
 def pixels_digest(source: RealImages, num_images: int) -> str:
-    """A short hash of the first images: notices a changed dataset behind the same name."""
-    batch = real_batch(source, list(range(min(num_images, DIGEST_IMAGES))))
+    """A short hash of the first 64 images: notices a changed dataset behind the same name."""
+    batch = real_batch(source, list(range(min(num_images, 64))))
     return hashlib.sha256(batch.contiguous().cpu().numpy().tobytes()).hexdigest()[:16]

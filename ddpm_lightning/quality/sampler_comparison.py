@@ -47,32 +47,13 @@ def evaluate_samplers(
 ) -> list[dict[str, Any]]:
     """FID and KID of ``module``'s samples for each (sampler, steps) pair, one row each.
 
-    Every row uses the same seeds ``seed .. seed + num_images - 1``, so rows differ only by
-    sampler and steps. Runs in one process on the module's device; load the module with
-    ``DDPMModule.load_from_checkpoint`` to score the EMA weights a checkpoint holds. Real
-    statistics are cached exactly as :class:`~ddpm_lightning.callbacks.fid.FIDCallback` caches
-    them, so a training run and this function share the cache file.
-
-    Args:
-        module: the model to sample from (on the device to use).
-        real_images: a datamodule (its ``train_dataset``; set up here if needed), a dataset of
-            uint8 (C, H, W) tensors, or a uint8 (N, C, H, W) tensor.
-        samplers: (sampler name, inference steps) pairs, e.g. ``[("ddpm", 1000), ("ddim", 50)]``.
-        num_images: images generated per row (at least 2).
-        seed: the first image's seed; also seeds KID's subset draws.
-        batch_size: images per generation and feature-extractor batch.
-        feature_extractor: a module mapping uint8 (N, 3, H, W) images to (N, d) features; None
-            for torchmetrics' Inception-v3.
-        feature: the Inception layer (64, 192, 768 or 2048) when no module is given.
-        feature_extractor_weights_path: a local file of torch-fidelity's Inception weights.
-        feature_extractor_key: names the extractor in the cache key.
-        max_real_images: use only the first this many real images.
-        dataset_key: names the dataset in the cache key (needed to share the cache between
-            runs when ``real_images`` is a tensor or a plain dataset).
-        cache_dir: where real statistics are cached; None computes them every time.
-        kid_subset_size: images per KID subset (default: up to 100; 1000 as torch-fidelity).
-        kid_subsets: KID subsets averaged.
-        precision: ``32``, or autocast for generation with ``bf16-mixed`` / ``16-mixed``.
+    Every row uses the seeds ``seed .. seed + num_images - 1``, so rows differ only by sampler
+    and steps. Runs in one process on the module's device. Settings named as FIDCallback's mean
+    the same, and the real statistics cache is shared with it. ``real_images`` is a datamodule
+    (its ``train_dataset``), a dataset of uint8 (C, H, W) tensors or a uint8 (N, C, H, W)
+    tensor: give the latter two a ``dataset_key`` to share the cache between runs.
+    ``samplers`` are (name, steps) pairs such as ``("ddim", 50)``; ``precision`` is ``32`` or
+    autocast for generation (``bf16-mixed``, ``16-mixed``).
 
     Returns:
         One dict per pair: sampler, steps, num_images, fid, kid, kid_std and seconds (the
@@ -90,13 +71,7 @@ def evaluate_samplers(
     if key is None and feature_extractor is None:
         key = feature_extractor_id(extractor, feature, feature_extractor_weights_path)
     evaluator = SampleQualityEvaluator(
-        extractor,
-        feature_extractor_id=key,
-        cache_dir=cache_dir,
-        kid_subsets=kid_subsets,
-        kid_subset_size=kid_subset_size,
-        kid_seed=seed,
-        sync_on_compute=False,
+        extractor, key, cache_dir, kid_subsets, kid_subset_size, seed, sync_on_compute=False
     )
     device = module.device
     evaluator.prepare(source, identity, device, max_real_images, batch_size)
@@ -110,16 +85,8 @@ def evaluate_samplers(
         values = evaluator.evaluate(generator, num_images, seed)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - started
-        rows.append(
-            {
-                "sampler": name,
-                "steps": steps,
-                "num_images": num_images,
-                **values,
-                "seconds": seconds,
-            }
-        )
+        rows.append({"sampler": name, "steps": steps, "num_images": num_images, **values})
+        rows[-1]["seconds"] = time.perf_counter() - started
     return rows
 
 
@@ -127,15 +94,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows of :func:`evaluate_samplers` as a Markdown table (readable as plain text too)."""
     header = ["sampler", "steps", "images", "FID", "KID", "KID std", "seconds"]
     lines = [
-        [
-            str(row["sampler"]),
-            str(row["steps"]),
-            str(row["num_images"]),
-            f"{row['fid']:.3f}",
-            f"{row['kid']:.5f}",
-            f"{row['kid_std']:.5f}",
-            f"{row['seconds']:.1f}",
-        ]
+        [str(row["sampler"]), str(row["steps"]), str(row["num_images"]), f"{row['fid']:.3f}"]
+        + [f"{row['kid']:.5f}", f"{row['kid_std']:.5f}", f"{row['seconds']:.1f}"]
         for row in rows
     ]
     widths = [max(len(cell) for cell in column) for column in zip(header, *lines, strict=True)]
