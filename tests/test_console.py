@@ -140,10 +140,23 @@ NOISE = [
 
 def test_a_normal_fit_prints_no_known_noise(files: dict[str, Path], tmp_path: Path) -> None:
     pipeline_run = ["--model.init_args.pretrained_model_name_or_path", str(files["pipeline"])]
-    args = fit(files, f"--output.output_dir={tmp_path / 'run'}", *pipeline_run)
+    args = fit(
+        files,
+        f"--output.output_dir={tmp_path / 'run'}",
+        "--trainer.log_every_n_steps=1",
+        *pipeline_run,
+    )
     result = console(*(a for a in args if "enable_progress_bar" not in a))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert (tmp_path / "run" / "model_index.json").is_file()
     noisy = [line for line in output.splitlines() if any(noise in line for noise in NOISE)]
     assert not noisy, noisy
+    # TensorBoard: the loss, and no hp_metric placeholder card stuck at -1.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = next((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
+    accumulator = EventAccumulator(str(events.parent))
+    accumulator.Reload()
+    assert "train/loss" in accumulator.Tags()["scalars"]
+    assert "hp_metric" not in accumulator.Tags()["scalars"]
