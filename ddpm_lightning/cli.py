@@ -1,9 +1,4 @@
-"""``ddpm-lightning``: the Lightning CLI for training, plus export, sample and evaluate.
-
-``fit``, ``validate`` and ``predict`` are ``LightningCLI`` subcommands (every module, data and
-Trainer argument settable from YAML or flags); ``export``, ``sample`` and ``evaluate`` work on
-a trained model and need no Trainer, so they are plain functions parsed by jsonargparse.
-"""
+"""``ddpm-lightning``: ``LightningCLI`` for fit/validate/predict; export/sample need no Trainer."""
 
 from __future__ import annotations
 
@@ -51,11 +46,8 @@ class DDPMLightningCLI(LightningCLI):
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         """``fit``, ``validate`` and ``predict`` (the module has no test step)."""
-        return {
-            name: keys
-            for name, keys in LightningCLI.subcommands().items()
-            if name in TRAINER_SUBCOMMANDS
-        }
+        subcommands = LightningCLI.subcommands()
+        return {name: subcommands[name] for name in TRAINER_SUBCOMMANDS}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Add ``--output.*`` (the tutorial's output settings) and link image size/channels."""
@@ -71,11 +63,9 @@ class DDPMLightningCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse, then check ``--ckpt_path`` before LightningCLI reads its hyperparameters.
 
-        A truncated or foreign file then fails with an error that says what to do, before
-        anything runs, instead of an unpickling traceback. The checkpoint's hyperparameters
-        then replace the model's arguments (the architecture must match the weights), but how
-        to sample is this command's business: those settings are kept aside here and put back
-        in :meth:`before_instantiate_classes`.
+        A broken file then gets an error that says what to do, not an unpickling traceback. The
+        checkpoint's hyperparameters replace the model's arguments, but how to sample is this
+        command's business: those are kept aside, for :meth:`before_instantiate_classes`.
         """
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
@@ -85,16 +75,13 @@ class DDPMLightningCLI(LightningCLI):
             check_checkpoint_readable(ckpt_path)
             model = self.config[subcommand]["model"]
             keys = [f"init_args.{name}" for name in SAMPLING_SETTINGS]
-            self.requested_sampling = {
-                key: model[key] for key in keys if model.get(key) is not None
-            }
+            self.requested_sampling = {k: model[k] for k in keys if model.get(k) is not None}
 
     def before_instantiate_classes(self) -> None:
         """Sampling settings on the command line win over the checkpoint's (see above)."""
-        if self.requested_sampling:
-            model = self.config[self.subcommand]["model"]
-            for key, value in self.requested_sampling.items():
-                model[key] = value
+        model = self.config[self.subcommand]["model"]
+        for key, value in self.requested_sampling.items():
+            model[key] = value
 
     def before_fit(self) -> None:
         """Refuse a fit that would train nothing."""
@@ -213,11 +200,7 @@ def sample(
 
 
 def run(args: list[str] | None = None) -> Any:
-    """Run a command and return its result (for tests and scripts).
-
-    That is the ``LightningCLI`` for fit/validate/predict, and the function's return value for
-    export/sample/evaluate.
-    """
+    """Run a command; return the ``LightningCLI`` or the function's result (tests, scripts)."""
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] in MODEL_SUBCOMMANDS:
         from ddpm_lightning.evaluation_command import evaluate

@@ -1,15 +1,11 @@
-"""The ``ddpm-lightning`` entry point: fast top-level help, and mistakes without tracebacks.
-
-Kept free of heavy imports (torch, Lightning, diffusers load only once a command runs), so
-``ddpm-lightning --help`` answers at once.
-"""
+"""The ``ddpm-lightning`` entry point: fast --help (no heavy imports), mistakes as one error."""
 
 from __future__ import annotations
 
 import os
 import sys
 
-from ddpm_lightning.errors import UsageError
+from ddpm_lightning.errors import UsageError, error_chain
 
 #: Set to 1 to see the full traceback of a user mistake too.
 TRACEBACK_VARIABLE = "DDPM_LIGHTNING_TRACEBACK"
@@ -35,26 +31,12 @@ commands:
 
 
 def user_mistake(error: BaseException) -> UsageError | None:
-    """The :class:`UsageError` behind ``error`` (itself, or what it was raised from), if any.
-
-    jsonargparse wraps errors raised while it builds the model or data in its own ValueError;
-    ours is the cause, and the one worth showing.
-    """
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, UsageError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
+    """The :class:`UsageError` behind ``error`` (jsonargparse wraps ours in its ValueError)."""
+    return next((cause for cause in error_chain(error) if isinstance(cause, UsageError)), None)
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run a command; a user mistake prints one "error:" paragraph and exits with status 2.
-
-    Returns None so that the console script exits with status 0 on success.
-    """
+    """Run a command; a user mistake prints one "error:" paragraph and exits with status 2."""
     argv = sys.argv[1:] if args is None else list(args)
     if not argv or argv[0] in ("-h", "--help"):  # as argparse: help exits 0, no command 2
         print(HELP, file=sys.stdout if argv else sys.stderr)
@@ -62,7 +44,7 @@ def main(args: list[str] | None = None) -> None:
     try:
         from ddpm_lightning.cli import run
 
-        run(args)
+        run(args)  # not returned: the console script would print it and exit 1
     except SystemExit as stop:
         # Lightning stops a fit on SIGTERM with a bare SystemExit (status 0): report the signal.
         if type(stop).__name__ == "SIGTERMException":

@@ -20,10 +20,7 @@ def averaged_model(callback: WeightAveraging) -> AveragedModel | None:
 
 
 def val_check_time_interval(trainer: Trainer) -> object | None:
-    """The Trainer's time-based ``val_check_interval`` (a duration), or None when step-based.
-
-    ``ModelCheckpoint`` defers its saves to validation end when this is set.
-    """
+    """The Trainer's time-based ``val_check_interval``: ModelCheckpoint then saves later."""
     return getattr(trainer, "_val_check_time_interval", None)
 
 

@@ -17,10 +17,7 @@ __all__ = ["EMA", "averaged_weights", "ema_decay"]
 def ema_decay(
     step: int, max_decay: float, use_warmup: bool, inv_gamma: float, power: float
 ) -> float:
-    """Diffusers' ``EMAModel`` decay after ``step`` updates: 1 - (1 + step / inv_gamma) ** -power.
-
-    Capped at ``max_decay``; without warm-up the decay is ``max_decay`` from the first update.
-    """
+    """Diffusers' ``EMAModel`` decay after ``step`` updates, capped at ``max_decay``."""
     if not use_warmup:
         return max_decay
     return min(max_decay, 1.0 - (1.0 + step / inv_gamma) ** -power)
@@ -29,15 +26,10 @@ def ema_decay(
 class EMA(WeightAveraging):
     """Exponential moving average of the weights, updated once per optimizer step.
 
-    A thin layer over Lightning's ``WeightAveraging``, which already updates per optimizer
-    step (so gradient accumulation is right), swaps the averaged weights in for validation,
-    saves both weight sets in checkpoints (``state_dict`` holds the average, so
-    ``load_from_checkpoint`` gives the EMA model) and restores them on resume. This class adds
-    the warm-up of diffusers' ``EMAModel`` (``use_ema`` in ``train_unconditional.py``): the
-    decay starts at 0 and grows towards ``decay``, so early samples are not stuck on the
-    random initial weights.
-
-    Sampling, export and FID callbacks use the averaged weights through :func:`averaged_weights`.
+    Lightning's ``WeightAveraging`` (per optimizer step, swapped in for validation, both weight
+    sets checkpointed, ``load_from_checkpoint`` gives the average) plus the warm-up of
+    diffusers' ``EMAModel``: the decay grows from 0, so early samples do not stick to the
+    random initial weights. Grids, exports and FID use it through :func:`averaged_weights`.
 
     Args:
         decay: the largest decay (the peers' ``ema_max_decay``, 0.9999).
@@ -45,7 +37,7 @@ class EMA(WeightAveraging):
         inv_gamma: the warm-up's time scale.
         power: the warm-up's exponent (3/4 as in diffusers; 2/3 suits very long runs).
         update_every_n_steps: update after every n-th optimizer step.
-        device: where the averaged copy lives (the model's device if None; "cpu" saves GPU memory).
+        device: where the averaged copy lives (the model's if None; "cpu" saves GPU memory).
     """
 
     def __init__(
@@ -93,10 +85,7 @@ class EMA(WeightAveraging):
         return ema_decay(num_updates, self.decay, self.use_warmup, self.inv_gamma, self.power)
 
     def _lerp_towards_current(
-        self,
-        averaged: list[torch.Tensor],
-        current: list[torch.Tensor],
-        num_averaged: torch.Tensor,
+        self, averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor
     ) -> None:
         decay = self.current_decay(int(num_averaged))
         floating = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]

@@ -9,9 +9,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from ddpm_lightning.callbacks.epoch_schedule import is_due
 from ddpm_lightning.callbacks.sample_grid import RUN_ADVICE
-from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.utils.atomic_export import PIPELINE_MARKER
 from ddpm_lightning.utils.averaged_weights import averaged_weights
+from ddpm_lightning.utils.checks import check_at_least
 from ddpm_lightning.utils.overwrite_guard import refuse_to_overwrite
 
 #: Called on global rank zero after each export with (trainer, folder, epoch).
@@ -21,17 +21,13 @@ ExportListener = Callable[[Trainer, Path, int], None]
 class PipelineExportCallback(Callback):
     """Every ``save_model_epochs`` epochs and after the last, save a ``DDPMPipeline`` folder.
 
-    The folder is ``output_dir`` itself, as in the tutorial, so ``DDPMPipeline.from_pretrained
-    (output_dir)`` loads it. The weights are the EMA ones when an EMA callback is present. Each
-    save goes to a staging folder first and replaces the previous pipeline only once complete
-    (see ``save_pipeline_atomically``); samples and logs in ``output_dir`` are left alone.
-    Only global rank zero writes; the others wait at a barrier (a save takes seconds).
+    Into ``output_dir`` itself, as in the tutorial, atomically (``save_pipeline_atomically``),
+    with the EMA weights when there are any. Rank zero writes; the others wait at a barrier.
 
     Args:
         output_dir: the folder to write the pipeline into (the tutorial's ``output_dir``).
         save_model_epochs: export every N epochs (the tutorial's 30).
-        overwrite_output_dir: replace a pipeline left in ``output_dir`` by an earlier run
-            (a resumed run always may); otherwise fit stops at once with an error.
+        overwrite_output_dir: replace an earlier run's pipeline (a resumed run always may).
     """
 
     def __init__(
@@ -40,10 +36,7 @@ class PipelineExportCallback(Callback):
         save_model_epochs: int = 30,
         overwrite_output_dir: bool = False,
     ) -> None:
-        if save_model_epochs < 1:
-            raise InvalidSettingError(
-                f"save_model_epochs must be at least 1, got {save_model_epochs}."
-            )
+        check_at_least("save_model_epochs", save_model_epochs, 1)
         self.output_dir = Path(output_dir)
         self.save_model_epochs = save_model_epochs
         self.overwrite_output_dir = overwrite_output_dir
@@ -55,11 +48,7 @@ class PipelineExportCallback(Callback):
             self.listeners.append(listener)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Stop before training if an earlier run's pipeline would be overwritten.
-
-        Checked here, not in ``setup``: only now does ``trainer.ckpt_path`` say whether this
-        run resumes the earlier one.
-        """
+        """Stop before training over an earlier run's pipeline (``ckpt_path`` is known now)."""
         resuming = trainer.ckpt_path is not None
         marker = self.output_dir / PIPELINE_MARKER
         refuse_to_overwrite([marker], self.overwrite_output_dir or resuming, RUN_ADVICE)

@@ -14,11 +14,9 @@ from ddpm_lightning.utils.overwrite_guard import refuse_to_overwrite
 
 
 class PNGPredictionWriter(BasePredictionWriter):
-    """Write ``<output_dir>/<index:05d>.png`` per generated image, as each batch finishes.
+    """Write ``<output_dir>/<index:05d>.png`` per generated image, each rank its own shard.
 
-    Every rank writes its own shard (indices are global, so names never collide). PNG files
-    of an earlier run in ``output_dir`` stop the run before anything is generated, unless
-    ``overwrite`` is True.
+    An earlier run's PNG files stop the run before anything is generated, unless ``overwrite``.
 
     Args:
         output_dir: the folder for the PNG files.
@@ -31,10 +29,7 @@ class PNGPredictionWriter(BasePredictionWriter):
         self.overwrite = overwrite
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Refuse before generating if an earlier run's images are in the folder.
-
-        In ``setup``, which every rank finishes before any rank generates (and writes).
-        """
+        """Refuse an earlier run's images here: every rank finishes setup before any writes."""
         advice = (
             "Choose another output folder (--output.output_dir), or replace them "
             "(--output.overwrite_output_dir true; overwrite=True in Python)."

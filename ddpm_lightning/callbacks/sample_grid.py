@@ -26,10 +26,9 @@ RUN_ADVICE = (
 
 
 class SampleGridCallback(Callback):
-    """Every ``save_image_epochs`` epochs and after the last, sample a grid and save it.
+    """Every ``save_image_epochs`` epochs and after the last, save ``samples/<epoch:04d>.png``.
 
-    The grid goes to ``<output_dir>/samples/<epoch:04d>.png`` and to every logger that takes
-    images (TensorBoard's ``add_image``, or a ``log_image`` method such as W&B's).
+    Loggers that take images (TensorBoard's ``add_image``, W&B's ``log_image``) get it too.
 
     Args:
         output_dir: the run's folder (the tutorial's ``output_dir``).
@@ -37,12 +36,10 @@ class SampleGridCallback(Callback):
         eval_batch_size: images in the grid (the tutorial's 16).
         seed: image i of every grid comes from seed + i, so grids are comparable across epochs.
         sampler: ``ddpm`` (the tutorial), ``ddim``, ``dpm-solver++`` or ``unipc``.
-        num_inference_steps: sampler steps (the tutorial's 1000 DDPM steps; 20-50 with the
-            faster samplers give a similar picture in a fraction of the time).
+        num_inference_steps: sampler steps (the tutorial's 1000; 20-50 suit the faster samplers).
         rows: grid rows (square by default).
         cols: grid columns (square by default).
-        overwrite_output_dir: replace grids left in ``output_dir`` by an earlier run (a
-            resumed run always may); otherwise fit stops at once with an error.
+        overwrite_output_dir: replace an earlier run's grids (a resumed run always may).
     """
 
     def __init__(
@@ -77,8 +74,7 @@ class SampleGridCallback(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Stop before training if an earlier run's grids would be overwritten.
 
-        Checked here, not in ``setup``: only now does ``trainer.ckpt_path`` say whether this
-        run resumes the earlier one (which may update its own files).
+        Not in ``setup``: only now does ``trainer.ckpt_path`` say whether this run resumes one.
         """
         grids = sorted((self.output_dir / "samples").glob("*.png"))
         resuming = trainer.ckpt_path is not None
@@ -88,12 +84,9 @@ class SampleGridCallback(Callback):
         """Sample and save when due; every rank samples its share, rank 0 writes."""
         if not is_due(trainer, self.save_image_epochs):
             return
+        label = f"Sample grid, epoch {trainer.current_epoch}"
         generator = ImageGenerator(
-            pl_module,
-            self.sampler,
-            self.num_inference_steps,
-            trainer=trainer,
-            description=f"Sample grid, epoch {trainer.current_epoch}",
+            pl_module, self.sampler, self.num_inference_steps, trainer=trainer, description=label
         )
         images = generator.on_all_ranks(image_seeds(self.seed, self.eval_batch_size))
         if trainer.is_global_zero:

@@ -12,11 +12,9 @@ def _images_in(batch: Any) -> int:
 
 
 class ImageThroughputMonitor(ThroughputMonitor):
-    """``ThroughputMonitor`` that knows a batch is ``{"images": (B, C, H, W)}``.
+    """``ThroughputMonitor`` for ``{"images": (B, C, H, W)}`` batches: images/s, FLOP/s, MFU.
 
-    Logs ``throughput/samples_per_sec`` (images/s) per device and across devices; with
-    ``flops_per_image`` (forward plus backward; about 3.72e11 for the tutorial's 128 px UNet)
-    Lightning also logs FLOP/s and, on known GPUs, MFU.
+    FLOP/s and MFU (on known GPUs) need ``flops_per_image``: 3.72e11 for the tutorial's UNet.
 
     Args:
         window_size: batches averaged per reading.

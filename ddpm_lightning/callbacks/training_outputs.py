@@ -21,18 +21,12 @@ from ddpm_lightning.utils.checks import check_at_least
 
 
 class TrainingOutputs:
-    """What the tutorial's ``TrainingConfig`` says about outputs, as one settings object.
+    """What the tutorial's ``TrainingConfig`` says about outputs (the CLI's ``--output.*``).
 
-    ``callbacks()`` and ``logger()`` give everything a run writes: ``samples/NNNN.png`` grids,
-    the diffusers pipeline in ``output_dir``, an optional Hub push, checkpoints and
-    TensorBoard logs in ``output_dir/logs`` with the loss, learning rate and images/s. The CLI
-    exposes these as ``--output.*``.
-
-    Checkpoints go to ``output_dir/checkpoints``: ``epochNNNN.ckpt`` every
-    ``checkpoint_every_n_epochs``, and ``last.ckpt`` after every epoch (``ResumeCheckpoint``),
-    which ``ckpt_path="last"`` (``--ckpt_path last``) resumes. All are written atomically. The
-    first Ctrl-C stops training at the end of the epoch, so that ``last`` resumes it exactly;
-    a second Ctrl-C, a SIGTERM or an error stops it mid-epoch and saves ``interrupted.ckpt``.
+    ``callbacks()`` and ``logger()`` write it all: ``samples/NNNN.png`` grids, the pipeline in
+    ``output_dir``, a Hub push, TensorBoard logs in ``output_dir/logs``, and ``checkpoints/``:
+    ``epochNNNN.ckpt`` and the ``last.ckpt`` that ``--ckpt_path last`` resumes (see
+    :class:`ResumeCheckpoint` for Ctrl-C).
 
     Args:
         output_dir: the run's folder; also the pipeline folder, as in the tutorial.
@@ -48,11 +42,9 @@ class TrainingOutputs:
         ema_max_decay: the EMA's largest decay.
         sampler: the sampler of the grids (the tutorial's ``ddpm``).
         num_inference_steps: the grids' sampler steps (the tutorial's 1000).
-        checkpoint_every_n_epochs: keep ``epochNNNN.ckpt`` every N epochs
-            (``save_model_epochs`` if None); ``last.ckpt`` is rewritten every epoch regardless.
+        checkpoint_every_n_epochs: ``epochNNNN.ckpt`` every N epochs (save_model_epochs if None).
         throughput_window: batches averaged for each images/s reading.
-        fid_every_n_epochs: compute FID and KID every N epochs (off if None) and keep the
-            best checkpoint by ``val/fid`` as ``checkpoints/best-fid.ckpt``.
+        fid_every_n_epochs: FID and KID every N epochs (off if None); keeps ``best-fid.ckpt``.
         fid_num_images: images generated for each FID (split across devices).
     """
 
@@ -115,26 +107,22 @@ class TrainingOutputs:
         The grid comes before the export so a push after the export carries the new grid.
         """
         callbacks: list[Callback] = []
+        checkpoints = str(self.output_dir / "checkpoints")
         if self.use_ema:
             callbacks.append(EMA(decay=self.ema_max_decay))
-        callbacks.append(
+        output_dir, overwrite = str(self.output_dir), self.overwrite_output_dir
+        callbacks += [
             SampleGridCallback(
-                output_dir=str(self.output_dir),
+                output_dir=output_dir,
                 save_image_epochs=self.save_image_epochs,
                 eval_batch_size=self.eval_batch_size,
                 seed=self.seed,
                 sampler=self.sampler,
                 num_inference_steps=self.num_inference_steps,
-                overwrite_output_dir=self.overwrite_output_dir,
-            )
-        )
-        callbacks.append(
-            PipelineExportCallback(
-                output_dir=str(self.output_dir),
-                save_model_epochs=self.save_model_epochs,
-                overwrite_output_dir=self.overwrite_output_dir,
-            )
-        )
+                overwrite_output_dir=overwrite,
+            ),
+            PipelineExportCallback(output_dir, self.save_model_epochs, overwrite),
+        ]
         if self.push_to_hub and self.hub_model_id:
             callbacks.append(PushToHubCallback(self.hub_model_id, self.hub_private_repo))
         elif self.push_to_hub:
@@ -142,17 +130,11 @@ class TrainingOutputs:
         if self.fid_every_n_epochs:
             callbacks += [
                 FIDCallback(every_n_epochs=self.fid_every_n_epochs, num_images=self.fid_num_images),
-                ModelCheckpoint(
-                    dirpath=str(self.output_dir / "checkpoints"),
-                    filename="best-fid",
-                    monitor="val/fid",
-                    mode="min",
-                ),
+                ModelCheckpoint(checkpoints, "best-fid", monitor="val/fid", mode="min"),
             ]
-        checkpoints = self.output_dir / "checkpoints"
         callbacks += [
             ModelCheckpoint(
-                dirpath=str(checkpoints),
+                dirpath=checkpoints,
                 filename="epoch{epoch:04d}",
                 auto_insert_metric_name=False,
                 every_n_epochs=self.checkpoint_every_n_epochs,
@@ -167,6 +149,4 @@ class TrainingOutputs:
     def logger(self) -> TensorBoardLogger:
         """TensorBoard logs in ``output_dir/logs`` (the tutorial's ``project_dir``)."""
         # No hp_metric placeholder: TensorBoard would show a card stuck at -1 before the loss.
-        return TensorBoardLogger(
-            save_dir=str(self.output_dir), name="logs", default_hp_metric=False
-        )
+        return TensorBoardLogger(str(self.output_dir), name="logs", default_hp_metric=False)

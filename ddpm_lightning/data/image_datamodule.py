@@ -36,22 +36,13 @@ class DatasetUnavailableError(UsageError, RuntimeError):
 class ImageDataModule(LightningDataModule):
     """Unconditional image data for diffusion training, decoded and resized once.
 
-    Images are decoded, converted (RGBA, palette, 16-bit and grayscale all load) and resized a
-    single time by ``datasets.Dataset.map`` into a ``pixels`` column of uint8 (C, H, W) arrays.
-    Those arrays stay in the ``datasets`` cache on disk (Arrow files, memory-mapped), not in a
-    Python list: the pages are shared by every DataLoader worker and every DDP rank on a node,
-    a dataset larger than RAM still works, and the next run with the same settings reuses the
-    cache instead of decoding again. In-memory datasets (a subclass returning
-    ``Dataset.from_dict``) simply stay in memory. An epoch then only indexes uint8 arrays; the
-    random flip and the scaling to [-1, 1] run after the batch reaches the device
-    (``on_after_batch_transfer``), so a quarter of the bytes cross the bus.
+    ``Dataset.map`` decodes every image once into uint8 (C, H, W) arrays in the ``datasets``
+    cache (memory-mapped Arrow files): shared by workers and ranks, larger than RAM if need be,
+    and reused by the next run. Flips and scaling to [-1, 1] run on the device, in
+    ``on_after_batch_transfer``, so a quarter of the bytes cross the bus: the DataLoader gives
+    ``{"images": uint8}``, the module gets float32 (call the hook yourself without a Trainer).
 
-    Batches that leave the DataLoader are ``{"images": uint8 (B, C, H, W)}``; the batches a
-    LightningModule receives from the Trainer are ``{"images": float32 (B, C, H, W)}`` in
-    [-1, 1]. Call :meth:`on_after_batch_transfer` yourself when iterating without a Trainer.
-
-    To use another data source, subclass and override :meth:`load_dataset` to return any
-    ``datasets.Dataset`` with an image column; everything else is inherited.
+    For another data source, override :meth:`load_dataset`.
 
     Args:
         dataset_name: a Hugging Face Hub dataset id, or ``"imagefolder"`` for a local folder.
@@ -60,12 +51,10 @@ class ImageDataModule(LightningDataModule):
         image_column: the column that holds the images.
         image_size: the side of the square images the model sees.
         channels: 3 for RGB; 1 keeps grayscale as a single channel.
-        center_crop: False squashes every image to a square (the tutorial); True resizes the
-            short side to ``image_size`` and crops the centre, keeping the aspect ratio.
+        center_crop: keep the aspect ratio and crop the centre (False squashes, as the tutorial).
         random_flip: flip each training image horizontally with probability 1/2.
         train_batch_size: images per batch on each device.
-        num_workers: DataLoader worker processes. The work per batch is tiny, so 0 is usually
-            fastest: workers must ship every batch between processes.
+        num_workers: DataLoader worker processes (0 is usually fastest: batches are cheap).
         seed: seeds the shuffle order, the flips and the validation split.
         val_fraction: the share of images held out for a validation loss (0 for none).
         cache_dir: where ``datasets`` keeps downloads and decoded arrays (its default if None).
@@ -121,14 +110,12 @@ class ImageDataModule(LightningDataModule):
     def load_dataset(self) -> datasets.Dataset:
         """Return the raw dataset: any ``datasets.Dataset`` with an ``image_column``.
 
-        Override this to train on another source; it is called once per node in
-        ``prepare_data`` (to download) and again on every process in ``setup``, so it should
-        be cheap the second time (``datasets`` caches downloads).
+        Called in ``prepare_data`` (once per node) and in ``setup`` (every process), so it
+        should be cheap the second time, as ``datasets``' cached downloads are.
         """
         if self.dataset_name == "imagefolder":
             self._check_image_folder()
-            # A local folder is indexed in moments: datasets' "Downloading data" and split
-            # bars would only be noise (the decoding bar, which counts images, stays).
+            # A folder loads in moments: its "Downloading data" bars would be noise.
             bars_were_on = not datasets.are_progress_bars_disabled()
             datasets.disable_progress_bars()
             try:
@@ -176,24 +163,14 @@ class ImageDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled batches; the order depends only on ``seed`` and the epoch (resume-safe)."""
         dataset = self._require(self.train_dataset)
-        # A DistributedSampler even on one process: its order is a pure function of the seed
-        # and the epoch Lightning sets, so a resumed run sees the same batches as an
-        # uninterrupted one. Under DDP each rank gets its own shard.
-        sampler = DistributedSampler(
-            dataset,
-            num_replicas=self._world_size(),
-            rank=self._global_rank(),
-            shuffle=True,
-            seed=self.seed,
-        )
-        return self._loader(dataset, sampler=sampler)
+        # A DistributedSampler even on one process: its order depends on the seed and epoch
+        # only, so a resumed run sees the batches of an uninterrupted one.
+        world_size = self.trainer.world_size if self._has_trainer() else 1
+        sampler = DistributedSampler(dataset, world_size, self._global_rank(), seed=self.seed)
+        return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> DataLoader | list:
-        """Held-out images in a fixed order; none (an empty list) when ``val_fraction`` is 0.
-
-        The empty list is Lightning's way to say "no validation": the Trainer skips the loop,
-        and tools that rebuild every loader (the batch-size finder) still find one.
-        """
+        """Held-out images in a fixed order; ``[]`` (Lightning's "no validation") without."""
         if self.val_fraction == 0:
             return []
         return self._loader(self._require(self.val_dataset), sampler=None)
@@ -284,9 +261,6 @@ class ImageDataModule(LightningDataModule):
 
     def _is_training(self) -> bool:
         return not self._has_trainer() or bool(self.trainer.training)
-
-    def _world_size(self) -> int:
-        return self.trainer.world_size if self._has_trainer() else 1
 
     def _global_rank(self) -> int:
         return self.trainer.global_rank if self._has_trainer() else 0

@@ -1,8 +1,4 @@
-"""Turn any image file a user may have into a fixed-size uint8 array, once.
-
-Decoding and resizing are the slow part of the tutorial's pipeline; they run here a single time
-per image (inside ``datasets.Dataset.map``), so every epoch after that only indexes arrays.
-"""
+"""Turn any image file into a fixed-size uint8 array: decoded once, not every epoch."""
 
 from __future__ import annotations
 
@@ -46,12 +42,10 @@ def resize(image: Image.Image, image_size: int, center_crop: bool) -> Image.Imag
     """Resize like the tutorial (squash to a square), or resize the short side and crop."""
     if not center_crop:
         return image.resize((image_size, image_size), Image.BILINEAR)
-    width, height = image.size
-    scale = image_size / min(width, height)
-    new_size = (max(image_size, round(width * scale)), max(image_size, round(height * scale)))
+    scale = image_size / min(image.size)
+    new_size = tuple(max(image_size, round(side * scale)) for side in image.size)
     image = image.resize(new_size, Image.BILINEAR)
-    left = (new_size[0] - image_size) // 2
-    top = (new_size[1] - image_size) // 2
+    left, top = ((side - image_size) // 2 for side in new_size)
     return image.crop((left, top, left + image_size, top + image_size))
 
 

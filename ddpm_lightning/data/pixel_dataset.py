@@ -19,11 +19,7 @@ def pixels_feature(channels: int, image_size: int) -> datasets.Features:
 
 
 class PixelDataset(Dataset):
-    """Indexes the ``pixels`` column of a decoded ``datasets.Dataset`` as uint8 (C, H, W).
-
-    ``__getitems__`` lets the DataLoader fetch a batch with one Arrow read instead of one row
-    at a time.
-    """
+    """The ``pixels`` column of a decoded dataset as uint8 (C, H, W), a batch per Arrow read."""
 
     def __init__(self, decoded: datasets.Dataset, shape: tuple[int, int, int]) -> None:
         self.decoded = decoded

@@ -12,10 +12,8 @@ def self_contained_hyperparameters(
 ) -> dict[str, Any]:
     """``hparams`` with the pretrained source replaced by the full UNet and scheduler config.
 
-    A checkpoint then rebuilds the model with ``load_from_checkpoint`` (and the CLI's
-    ``--ckpt_path``) even where the pretrained folder or Hub id is gone. Arguments named like
-    a config entry (``block_out_channels``, ``beta_schedule``, ...) take its value; the rest
-    of each config goes into ``unet_kwargs`` and ``scheduler_kwargs``.
+    So the checkpoint loads where the source is gone. Arguments named like a config entry take
+    its value; the rest goes into ``unet_kwargs`` and ``scheduler_kwargs``.
     """
     if not hparams.get("pretrained_model_name_or_path"):
         return hparams

@@ -48,8 +48,10 @@ VarianceType = Literal[
     "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"
 ]
 SamplerName = Literal["ddpm", "ddim", "dpm-solver++", "unipc"]
+MatmulPrecision = Literal["highest", "high", "medium"]
 #: ``diffusers.optimization.get_scheduler`` names that need no extra rules.
 LR_SCHEDULERS = tuple(t.value for t in SchedulerType if t.value != "piecewise_constant")
+OnStep = Callable[[], object] | None
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[Any, ...]) -> None:
@@ -60,22 +62,19 @@ def _check_choice(name: str, value: Any, allowed: tuple[Any, ...]) -> None:
 class DDPMModule(LightningModule):
     """Trains a ``UNet2DModel`` to denoise, exactly as the diffusers tutorial does.
 
-    Every argument is saved as a hyperparameter, so ``DDPMModule.load_from_checkpoint(path)``
-    alone rebuilds the model. The module knows nothing of callbacks or the CLI: it offers
-    :meth:`generate` and :meth:`save_pretrained`, and callbacks decide when to call them.
+    Every argument is a hyperparameter, so ``load_from_checkpoint(path)`` alone rebuilds the
+    model. Callbacks, not the module, decide when to :meth:`generate` and :meth:`save_pretrained`.
 
     Args:
         image_size: side of the square images (follows the data; linked by the CLI).
         channels: image channels, 3 or 1 (follows the data; linked by the CLI).
         block_out_channels: channels per UNet level; the default is the tutorial's UNet.
         layers_per_block: ResNet layers per UNet block.
-        down_block_types: one per level; None gives the tutorial's pattern (attention one
-            level above the bottom), which is the tutorial's exact layout for six levels.
+        down_block_types: one per level; None: the tutorial's (attention one above the bottom).
         up_block_types: one per level; None mirrors ``down_block_types`` the tutorial's way.
         norm_num_groups: GroupNorm groups (must divide every entry of block_out_channels).
         unet_kwargs: any other ``UNet2DModel`` argument (dropout, attention_head_dim, ...).
-        pretrained_model_name_or_path: a diffusers pipeline folder or Hub id to start from:
-            its UNet (weights and architecture) and scheduler config replace the ones above.
+        pretrained_model_name_or_path: a pipeline folder or Hub id whose UNet and scheduler to use.
         num_train_timesteps: noise levels of the forward process.
         beta_schedule: how the noise variance grows with the timestep.
         beta_start: first beta of the schedule.
@@ -88,26 +87,19 @@ class DDPMModule(LightningModule):
         adam_betas: AdamW betas (torch's defaults, as in the tutorial).
         adam_weight_decay: AdamW weight decay (torch's default).
         adam_epsilon: AdamW epsilon (torch's default).
-        adam_fused: use torch's fused AdamW kernel; None turns it on for CUDA devices, where
-            it is one kernel per step instead of several per parameter group.
+        adam_fused: torch's fused AdamW (one kernel per step); None: on for CUDA devices.
         lr_scheduler: a ``diffusers.optimization.get_scheduler`` name.
         lr_warmup_steps: optimizer steps of linear warm-up.
-        max_grad_norm: clip gradients to this norm (the tutorial's 1.0) unless the Trainer's
-            ``gradient_clip_val`` is set; None disables clipping.
+        max_grad_norm: clip gradients to this norm unless the Trainer's is set; None: no clipping.
         min_snr_gamma: weight the loss by min(SNR, gamma) (5.0 is usual); None for plain MSE.
         sampler: default sampler of :meth:`generate` and ``predict``.
         num_inference_steps: default sampler steps (the tutorial's 1000 DDPM steps).
-        seed: default seed of :meth:`generate`, the first seed of ``predict``, and the seed
-            of the fixed validation noise.
+        seed: default seed of :meth:`generate` and ``predict``, and of the validation noise.
         num_predict_images: how many images ``trainer.predict`` generates.
         predict_batch_size: images per ``predict`` batch on each device.
-        channels_last: keep the UNet and its inputs in channels-last memory format (faster
-            convolutions with tensor cores).
-        compile_unet: ``torch.compile`` the UNet in place at setup (``nn.Module.compile``: the
-            state-dict keys, checkpoints and exports stay as without it). The first steps pay
-            the compilation (minutes); speed-ups show on GPUs.
-        float32_matmul_precision: ``high`` lets float32 matmuls and convolutions use TF32 on
-            Ampere and newer GPUs (``torch.set_float32_matmul_precision``; process-wide).
+        channels_last: channels-last UNet and inputs (faster convolutions on tensor cores).
+        compile_unet: ``torch.compile`` the UNet in place (same checkpoints; minutes to compile).
+        float32_matmul_precision: ``high`` allows TF32 on Ampere+ GPUs (process-wide).
     """
 
     def __init__(
@@ -145,7 +137,7 @@ class DDPMModule(LightningModule):
         predict_batch_size: int = 16,
         channels_last: bool = False,
         compile_unet: bool = False,
-        float32_matmul_precision: Literal["highest", "high", "medium"] | None = None,
+        float32_matmul_precision: MatmulPrecision | None = None,
     ) -> None:
         super().__init__()
         _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
@@ -153,9 +145,8 @@ class DDPMModule(LightningModule):
         _check_choice("variance_type", variance_type, get_args(VarianceType))
         _check_choice("lr_scheduler", lr_scheduler, LR_SCHEDULERS)
         if float32_matmul_precision is not None:
-            _check_choice(
-                "float32_matmul_precision", float32_matmul_precision, ("highest", "high", "medium")
-            )
+            precisions = get_args(MatmulPrecision)
+            _check_choice("float32_matmul_precision", float32_matmul_precision, precisions)
         check_sampler_name(sampler)
         check_at_least("learning_rate", learning_rate, 0.0)
         check_at_least("lr_warmup_steps", lr_warmup_steps, 0)
@@ -176,7 +167,6 @@ class DDPMModule(LightningModule):
                 up_block_types,
                 {"norm_num_groups": norm_num_groups, **(unet_kwargs or {})},
             )
-            check_image_size(image_size, config["block_out_channels"])
             self.unet = build_unet(config)
             self.noise_scheduler = DDPMScheduler(
                 num_train_timesteps=num_train_timesteps,
@@ -207,8 +197,7 @@ class DDPMModule(LightningModule):
             ) from error
         check_unet_matches_data(unet, hparams.image_size, hparams.channels, source)
         check_image_size(hparams.image_size, unet.config.block_out_channels)
-        # from_pretrained returns the UNet in eval mode, and Lightning keeps submodules' modes:
-        # without this, fine-tuning would run with dropout off.
+        # from_pretrained gives eval mode, which Lightning keeps: fine-tuning would skip dropout.
         return unet.train(), scheduler
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -268,11 +257,7 @@ class DDPMModule(LightningModule):
         return loss
 
     def _finite_on_every_rank(self, loss: torch.Tensor) -> bool:
-        """Whether the loss is finite here and, under DDP, on every other rank too.
-
-        All ranks must stop together: a rank that raised alone would leave the others waiting
-        in the next gradient all-reduce until the process group times out.
-        """
+        """Whether the loss is finite on every rank: all must stop together, or the rest hang."""
         finite = bool(torch.isfinite(loss))
         trainer = self._attached_trainer()
         if trainer is not None and trainer.world_size > 1:
@@ -290,34 +275,21 @@ class DDPMModule(LightningModule):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gaussian noise like ``images`` and uniform int64 timesteps, one per image.
 
-        Drawn from ``generator``, by default this step's training generator: seeded from the
-        global seed (``seed_everything``), the optimizer step, the batch and the rank instead
-        of the global RNG, which Lightning does not checkpoint, so a resumed run draws the
-        noise of the uninterrupted one, and DDP ranks draw different noise. Override to change
-        the noise (offset noise, importance-sampled timesteps, ...).
+        By default from a generator seeded by the global seed, step, batch and rank, not the
+        global RNG, which Lightning does not checkpoint: a resumed run draws the noise of the
+        uninterrupted one. Override for other noise (offset noise, importance sampling, ...).
         """
+        device = images.device
         if generator is None:
             keys = (torch.initial_seed(), self.global_step, batch_idx, self.global_rank)
-            generator = seeded_generator(*keys, device=images.device)
-        noise = torch.randn(
-            images.shape, generator=generator, device=images.device, dtype=images.dtype
-        )
-        timesteps = torch.randint(
-            0,
-            self.noise_scheduler.config.num_train_timesteps,
-            (images.shape[0],),
-            generator=generator,
-            device=images.device,
-            dtype=torch.int64,
-        )
+            generator = seeded_generator(*keys, device=device)
+        noise = torch.randn(images.shape, generator=generator, device=device, dtype=images.dtype)
+        num_timesteps, shape = self.noise_scheduler.config.num_train_timesteps, (len(images),)
+        timesteps = torch.randint(0, num_timesteps, shape, generator=generator, device=device)
         return noise, timesteps
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """The loss at noise and timesteps fixed by ``seed`` and the batch index.
-
-        The same images get the same noise every epoch, so ``val/loss`` is comparable
-        across epochs.
-        """
+        """The loss at noise fixed by ``seed`` and the batch: comparable across epochs."""
         images = self._checked_images(batch)
         generator = seeded_generator(self.hparams.seed, batch_idx, device=images.device)
         noise, timesteps = self.sample_noise(images, batch_idx, generator)
@@ -337,9 +309,7 @@ class DDPMModule(LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW with a per-optimizer-step LR schedule over the Trainer's real step count."""
         hparams = self.hparams
-        fused = hparams.adam_fused
-        if fused is None:
-            fused = self.device.type == "cuda"
+        fused = self.device.type == "cuda" if hparams.adam_fused is None else hparams.adam_fused
         optimizer = torch.optim.AdamW(
             self.unet.parameters(),
             lr=hparams.learning_rate,
@@ -349,10 +319,8 @@ class DDPMModule(LightningModule):
             fused=fused,
         )
         total_steps = self.trainer.estimated_stepping_batches
-        if total_steps == float("inf") and hparams.lr_scheduler not in (
-            "constant",
-            "constant_with_warmup",
-        ):
+        known = total_steps != float("inf")
+        if not known and hparams.lr_scheduler not in ("constant", "constant_with_warmup"):
             raise InvalidSettingError(
                 f"lr_scheduler {hparams.lr_scheduler!r} needs the number of training steps: set "
                 "max_epochs or max_steps on the Trainer (or use lr_scheduler: constant)."
@@ -361,7 +329,7 @@ class DDPMModule(LightningModule):
             hparams.lr_scheduler,
             optimizer,
             num_warmup_steps=hparams.lr_warmup_steps,
-            num_training_steps=int(total_steps) if total_steps != float("inf") else None,
+            num_training_steps=int(total_steps) if known else None,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
@@ -394,10 +362,8 @@ class DDPMModule(LightningModule):
     ) -> list[Image.Image] | torch.Tensor:
         """Sample images with the current weights; the global RNG is never touched.
 
-        With the ``ddpm`` sampler this gives exactly the images of
-        ``DDPMPipeline(unet, scheduler)(num_images, generator=Generator().manual_seed(seed))``
-        (one generator for the batch, as the pipeline draws); :meth:`generate_from_seeds`
-        gives each image its own seed instead.
+        With ``ddpm`` these are exactly ``DDPMPipeline``'s images for the same seed (one generator
+        for the batch); :meth:`generate_from_seeds` gives each image its own seed instead.
 
         Args:
             num_images: how many images, sampled as one batch.
@@ -416,45 +382,29 @@ class DDPMModule(LightningModule):
         return to_pil(images) if output_type == "pil" else images
 
     def generate_from_seeds(
-        self,
-        seeds: list[int],
-        num_inference_steps: int | None = None,
-        sampler: str | None = None,
+        self, seeds: list[int], num_inference_steps: int | None = None, sampler: str | None = None
     ) -> torch.Tensor:
-        """One image per seed, float (N, C, H, W) in [0, 1] on the module's device.
+        """One image per seed, (N, C, H, W) in [0, 1]; image ``i`` depends on ``seeds[i]`` only.
 
-        Image ``i`` depends only on ``seeds[i]``, not on the batch it is sampled in (see
-        :class:`~ddpm_lightning.sampling.generation.ImageGenerator`, which adds batching,
-        ranks, EMA weights, precision and a progress bar).
+        :class:`~ddpm_lightning.sampling.generation.ImageGenerator` adds batches, ranks and EMA.
         """
         return ImageGenerator(self, sampler, num_inference_steps)(seeds)
 
     def sample_images(
-        self,
-        seeds: list[int],
-        sampler: str,
-        num_inference_steps: int,
-        on_step: Callable[[], object] | None = None,
+        self, seeds: list[int], sampler: str, num_inference_steps: int, on_step: OnStep = None
     ) -> torch.Tensor:
         """One batch, one image per seed (each its own CPU generator): what generation calls."""
         generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
         return self._denoise(generators, len(seeds), sampler, num_inference_steps, on_step)
 
     def _denoise(
-        self,
-        generator: torch.Generator | list[torch.Generator],
-        num_images: int,
-        sampler: str,
-        num_inference_steps: int,
-        on_step: Callable[[], object] | None = None,
+        self, generator: Any, num_images: int, sampler: str, steps: int, on_step: OnStep = None
     ) -> torch.Tensor:
         scheduler = make_sampler(sampler, self.noise_scheduler.config)
         was_training = self.unet.training
         self.unet.eval()
         try:
-            return denoise(
-                self.unet, scheduler, num_images, generator, num_inference_steps, on_step
-            )
+            return denoise(self.unet, scheduler, num_images, generator, steps, on_step)
         finally:
             self.unet.train(was_training)
 
@@ -479,9 +429,8 @@ class DDPMModule(LightningModule):
         return DDPMPipeline(unet=self.unet, scheduler=scheduler)
 
     def save_pretrained(self, save_directory: str | os.PathLike, overwrite: bool = False) -> None:
-        """Write a folder that plain ``diffusers.DDPMPipeline.from_pretrained`` loads.
+        """Write a folder that ``DDPMPipeline.from_pretrained`` loads; other files there stay.
 
-        Written atomically: an earlier pipeline in the folder is replaced only by a complete
-        one, and only when ``overwrite`` is True. Other files in the folder are kept.
+        Atomic: an earlier pipeline is replaced, by a complete one, only if ``overwrite`` is True.
         """
         save_pipeline_atomically(self.to_pipeline(), save_directory, overwrite=overwrite)

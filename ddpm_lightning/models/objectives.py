@@ -37,8 +37,8 @@ def min_snr_weights(
 ) -> torch.Tensor:
     """Min-SNR-gamma loss weights (Hang et al. 2023), one per sample.
 
-    The weight turns each prediction type's loss into the x0-loss weighted by min(SNR, gamma),
-    which stops the easy, low-noise timesteps from dominating training.
+    Each type's loss becomes the x0-loss weighted by min(SNR, gamma): easy, low-noise
+    timesteps no longer dominate training.
     """
     alphas_cumprod = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
     snr = alphas_cumprod / (1 - alphas_cumprod)

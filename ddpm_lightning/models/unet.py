@@ -11,30 +11,10 @@ from ddpm_lightning.errors import InvalidSettingError
 
 #: The tutorial's 128 px UNet (113,673,219 parameters).
 TUTORIAL_BLOCK_OUT_CHANNELS = (128, 128, 256, 256, 512, 512)
-TUTORIAL_DOWN_BLOCK_TYPES = (
-    "DownBlock2D",
-    "DownBlock2D",
-    "DownBlock2D",
-    "DownBlock2D",
-    "AttnDownBlock2D",
-    "DownBlock2D",
-)
-TUTORIAL_UP_BLOCK_TYPES = (
-    "UpBlock2D",
-    "AttnUpBlock2D",
-    "UpBlock2D",
-    "UpBlock2D",
-    "UpBlock2D",
-    "UpBlock2D",
-)
 
 
 def default_block_types(levels: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Block types in the tutorial's pattern for any depth: attention one level above the bottom.
-
-    For 6 levels this is exactly the tutorial's layout; for 2 levels (tiny test UNets) it puts
-    attention at the lowest resolution.
-    """
+    """The tutorial's block types (exact for 6 levels) for any depth: attention one level up."""
     down = ["DownBlock2D"] * levels
     up = ["UpBlock2D"] * levels
     if levels >= 2:
@@ -52,7 +32,7 @@ def unet_config(
     up_block_types: Sequence[str] | None,
     extra: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """The full ``UNet2DModel`` config: the data's size and channels, the blocks, any extras."""
+    """The full, checked ``UNet2DModel`` config: the data's size and channels, blocks, extras."""
     default_down, default_up = default_block_types(len(block_out_channels))
     config: dict[str, Any] = {
         "sample_size": image_size,
@@ -71,6 +51,7 @@ def unet_config(
             f"{len(config['down_block_types'])} and up_block_types {len(config['up_block_types'])}"
             ": give one block type per level (or leave both unset for the tutorial's pattern)."
         )
+    check_image_size(image_size, config["block_out_channels"])
     return config
 
 

@@ -11,20 +11,20 @@ from typing import Any
 import torch
 from lightning.pytorch import Trainer
 
-from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.sampling.progress import sampling_progress
 from ddpm_lightning.sampling.schedulers import check_sampler_name, check_sampler_steps
 from ddpm_lightning.sampling.sharding import shard
 from ddpm_lightning.utils.averaged_weights import averaged_weights
+from ddpm_lightning.utils.checks import check_at_least
+
+OnBatch = Callable[[torch.Tensor], None] | None
 
 
 class ImageGenerator:
     """Generates one image per seed with a module's ``sample_images``, in batches.
 
-    Image ``i`` depends only on ``seeds[i]`` (its own generator), never on the batch size, the
-    batch it lands in or the number of ranks. With a Trainer it samples with the EMA weights
-    when an EMA callback is present, under the Trainer's precision, and shows a progress bar
-    (steps x batches) on global rank zero where Lightning shows its own.
+    Image ``i`` depends only on ``seeds[i]``, never on batches or ranks. With a Trainer it uses
+    the EMA weights if any, the Trainer's precision, and a progress bar where Lightning has one.
 
     Args:
         module: a ``DDPMModule`` (anything with ``sample_images``, ``image_shape`` and hparams).
@@ -52,20 +52,17 @@ class ImageGenerator:
         steps = hparams.num_inference_steps if num_inference_steps is None else num_inference_steps
         num_train_timesteps = module.noise_scheduler.config.num_train_timesteps
         self.num_inference_steps = check_sampler_steps(steps, num_train_timesteps)
-        if batch_size is not None and batch_size < 1:
-            raise InvalidSettingError(f"batch_size must be at least 1, got {batch_size}.")
+        if batch_size is not None:
+            check_at_least("batch_size", batch_size, 1)
         self.batch_size = batch_size
         self.trainer = trainer
         self.autocast = autocast
         self.description = description
 
-    def __call__(
-        self, seeds: Sequence[int], on_batch: Callable[[torch.Tensor], None] | None = None
-    ) -> torch.Tensor:
+    def __call__(self, seeds: Sequence[int], on_batch: OnBatch = None) -> torch.Tensor:
         """Float (N, C, H, W) images in [0, 1] on the module's device, one per seed.
 
-        With ``on_batch`` each batch goes there instead (and an empty tensor is returned), so
-        long runs such as FID never hold every image at once.
+        With ``on_batch`` each batch goes there instead (FID never holds every image at once).
         """
         seeds = [int(seed) for seed in seeds]
         batch_size = self.batch_size or max(len(seeds), 1)
@@ -90,17 +87,14 @@ class ImageGenerator:
         return torch.cat(kept)
 
     def on_all_ranks(
-        self,
-        seeds: Sequence[int],
-        on_batch: Callable[[torch.Tensor], None] | None = None,
-        gather: bool = True,
+        self, seeds: Sequence[int], on_batch: OnBatch = None, gather: bool = True
     ) -> torch.Tensor:
-        """Split ``seeds`` into contiguous blocks over the Trainer's ranks and generate them.
+        """Generate ``seeds`` split in contiguous blocks over the ranks (every rank must call).
 
-        Every rank must call this. With ``gather`` every rank gets every image in seed order;
-        otherwise only its own block (or, with ``on_batch``, nothing).
+        With ``gather`` every rank gets every image in seed order, else its own block only.
         """
-        world_size, rank = self._ranks()
+        trainer = self.trainer
+        world_size, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
         blocks = [shard(len(seeds), other, world_size) for other in range(world_size)]
         images = self([seeds[i] for i in blocks[rank]], on_batch)
         if not gather or world_size == 1:
@@ -110,11 +104,6 @@ class ImageGenerator:
         padding = images.new_zeros(longest - len(images), *images.shape[1:])
         gathered = self.trainer.strategy.all_gather(torch.cat([images, padding]))
         return torch.cat([gathered[other, : len(block)] for other, block in enumerate(blocks)])
-
-    def _ranks(self) -> tuple[int, int]:
-        if self.trainer is None:
-            return 1, 0
-        return self.trainer.world_size, self.trainer.global_rank
 
     @contextlib.contextmanager
     def _weights_and_precision(self) -> Any:

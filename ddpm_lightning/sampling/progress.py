@@ -20,9 +20,8 @@ def sampling_progress(
 ) -> Iterator[Tqdm | None]:
     """A bar over ``total_steps`` denoising steps (steps x batches), or None where silent.
 
-    Silent on ranks other than global zero, when the Trainer's progress bar is off (or is not
-    Lightning's tqdm bar, which this one nests under), when stdout is not a terminal, and for
-    the first ``DELAY_SECONDS`` (short grids print nothing).
+    Silent off global rank zero, unless the Trainer shows Lightning's tqdm bar (this one nests
+    under it), off a terminal, and for the first ``DELAY_SECONDS`` (short grids print nothing).
     """
     if trainer is not None and (
         not trainer.is_global_zero or not isinstance(trainer.progress_bar_callback, TQDMProgressBar)

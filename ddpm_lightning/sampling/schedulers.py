@@ -22,7 +22,6 @@ SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
     "unipc": (UniPCMultistepScheduler, {}),
 }
 
-
 #: Samplers that clip (threshold) their clean-image predictions when the model was trained so.
 _THRESHOLDING_SAMPLERS = ("dpm-solver++", "unipc")
 
@@ -54,22 +53,16 @@ def make_sampler(name: str, training_scheduler_config: dict[str, Any]) -> Schedu
     model trained with v-prediction samples with v-prediction under every sampler.
     """
     scheduler_class, extra = SAMPLERS[check_sampler_name(name)]
-    # The step spacing belongs to the sampler, not to the training schedule: drop the
-    # training scheduler's so each sampler uses its own default. Dropping it explicitly (and
-    # diffusers' underscored bookkeeping keys, such as which values were defaults) also makes
-    # a model built in memory and the same model reloaded from disk sample identically.
+    # Step spacing belongs to the sampler: each uses its own default. Dropping it and diffusers'
+    # "_" bookkeeping keys also makes a model in memory and reloaded from disk sample alike.
     config = {
         key: value
         for key, value in dict(training_scheduler_config).items()
         if not key.startswith("_") and (name == "ddpm" or key not in _SPACING_KEYS)
     }
     if name in _THRESHOLDING_SAMPLERS and config.get("clip_sample", False):
-        # Pixel-space models trained with clipped samples: clip the multistep solvers'
-        # clean-image predictions too (diffusers' advice for dpmsolver++ in pixel space);
+        # Clip the solvers' clean-image predictions too (diffusers' advice in pixel space):
         # without it, a model early in training samples saturated noise with them.
-        extra = {
-            **extra,
-            "thresholding": True,
-            "sample_max_value": config.get("clip_sample_range", 1.0),
-        }
+        clip = config.get("clip_sample_range", 1.0)
+        extra = {**extra, "thresholding": True, "sample_max_value": clip}
     return scheduler_class.from_config(config, **extra)

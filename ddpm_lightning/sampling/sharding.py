@@ -10,8 +10,8 @@ from torch.utils.data import Dataset, DistributedSampler
 def shard(num_items: int, rank: int, world_size: int) -> range:
     """The contiguous block of ``range(num_items)`` that ``rank`` handles.
 
-    Contiguous, so rank 0's block, then rank 1's, ... is the one-process order: gathered
-    images, and FID/KID features (KID's subset draws depend on the order), match one process.
+    Contiguous, so the ranks' blocks in turn are the one-process order: gathered images and
+    FID/KID features (KID's subset draws depend on the order) match one process.
     """
     per_rank, extra = divmod(num_items, world_size)
     start = rank * per_rank + min(rank, extra)

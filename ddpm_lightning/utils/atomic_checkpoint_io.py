@@ -10,20 +10,16 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins import TorchCheckpointIO
 
-from ddpm_lightning.utils.atomic_export import DiskFullError, is_disk_full
+from ddpm_lightning.errors import DiskFullError, is_disk_full
 from ddpm_lightning.utils.atomic_files import write_atomically
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's ``TorchCheckpointIO``, but a partial checkpoint never takes the final name.
+    """``TorchCheckpointIO`` streaming ``torch.save`` through :func:`write_atomically`.
 
-    A local checkpoint is streamed by ``torch.save`` into a temporary file beside its final
-    name, synced, then renamed over it (:func:`~ddpm_lightning.utils.atomic_files.
-    write_atomically`). A kill, a crash or a full disk leaves the previous file (or none), and
-    the temporary file is removed when the write fails. Lightning's own writer serializes the
-    whole checkpoint in memory, writes it to the system's temporary folder and moves it, which
-    is a copy into the final name when that folder is on another file system. Remote paths
-    (``s3://`` and such) are left to ``TorchCheckpointIO``.
+    Lightning's own writer serializes the whole checkpoint in memory and moves it from the
+    system's temporary folder, a copy into the final name when that is another file system.
+    Remote paths (``s3://`` and such) are left to it.
 
     Raises:
         DiskFullError: the disk filled up while writing (the message says what to do).
@@ -34,9 +30,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         """Write ``checkpoint`` to ``path`` atomically (remote paths: as Lightning does)."""
         if storage_options is not None or "://" in str(path):
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
-
+            return super().save_checkpoint(checkpoint, path, storage_options)
         try:
             write_atomically(path, lambda file: torch.save(checkpoint, file))
         except Exception as error:

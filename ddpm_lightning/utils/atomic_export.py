@@ -10,46 +10,14 @@ from pathlib import Path
 
 from diffusers import DiffusionPipeline
 
-from ddpm_lightning.errors import UsageError
+from ddpm_lightning.errors import DiskFullError, is_disk_full
 from ddpm_lightning.utils.overwrite_guard import refuse_to_overwrite
 
 #: The file whose presence marks a folder as a diffusers pipeline.
 PIPELINE_MARKER = "model_index.json"
-#: Hidden folders inside the target: the new pipeline while it is written, and the entries it
-#: replaces while they are swapped.
+#: Hidden folders in the target: the new pipeline being written, and the entries it replaces.
 STAGING_PREFIX = ".export-staging-"
 BACKUP_PREFIX = ".export-previous-"
-
-_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-_DISK_FULL_TEXTS = tuple(os.strerror(number) for number in _DISK_FULL_ERRNOS)
-
-
-class DiskFullError(UsageError, OSError):
-    """The device (or the user's quota) was full while an output was written.
-
-    Raised from the low-level error (an ``OSError``, or a library's own error wrapping one) as
-    ``DiskFullError(errno.ENOSPC, message)``, the message saying what was kept and what to do.
-    """
-
-    def __str__(self) -> str:
-        return str(self.strerror)
-
-
-def is_disk_full(error: BaseException | None) -> bool:
-    """True if ``error``, or an error it came from, says that the disk or quota is full.
-
-    Libraries wrap the ``OSError``: ``torch.save`` raises a ``RuntimeError`` while handling it,
-    safetensors raises its own error with "No space left on device (os error 28)" in the text.
-    """
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
-            return True
-        if any(text in str(error) for text in _DISK_FULL_TEXTS):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
 
 
 def is_pipeline_folder(path: str | os.PathLike) -> bool:
@@ -62,12 +30,8 @@ def save_pipeline_atomically(
 ) -> Path:
     """Save ``pipeline`` into ``target``, replacing an earlier pipeline only by a complete one.
 
-    The pipeline is first written to a hidden staging folder inside ``target`` (same file
-    system, so the final moves are renames). Only when that save has finished are the old
-    entries (``unet/``, ``scheduler/``, ``model_index.json``) swapped for the new ones, the
-    marker file last; other files in ``target`` (samples, logs) are left alone. If the save
-    fails, the previous pipeline is untouched; if a swap fails, it is put back. What an earlier
-    export killed midway left behind is recovered first (see :func:`recover_interrupted_export`).
+    Written to a staging folder inside ``target`` first, so that the swap is renames on one
+    file system (the marker file last); other files in ``target`` (samples, logs) stay.
 
     Raises:
         OutputExistsError: ``target`` already holds a pipeline and ``overwrite`` is False.
@@ -82,10 +46,9 @@ def save_pipeline_atomically(
     except Exception as error:
         if not is_disk_full(error):
             raise
+        previous = is_pipeline_folder(target)
         kept = (
-            "The pipeline that was there is unchanged"
-            if is_pipeline_folder(target)
-            else "Nothing was written there"
+            "The pipeline that was there is unchanged" if previous else "Nothing was written there"
         )
         raise DiskFullError(
             errno.ENOSPC,
@@ -100,20 +63,16 @@ def save_pipeline_atomically(
 def recover_interrupted_export(target: str | os.PathLike) -> None:
     """Clean up after an export into ``target`` that was killed midway (kill -9, power loss).
 
-    Its staging folder (a partial or complete new pipeline) is deleted. Its backup folder holds
-    the entries it had moved aside: one killed between the two renames of an entry is only
-    there, so an entry missing from ``target`` is moved back (from the newest backup when
-    several are left) before the backup is deleted. Exports into one folder are assumed to run
-    one at a time (a Trainer exports from global rank zero only).
+    Staging folders are deleted. An entry missing from ``target`` is moved back from the newest
+    backup (a kill between its two renames leaves it only there), then backups are deleted.
+    Assumes one export at a time per folder (a Trainer exports from global rank zero only).
     """
     target = Path(target)
     if not target.is_dir():
         return
-    leftovers = [
-        path
-        for path in target.iterdir()
-        if path.name.startswith((STAGING_PREFIX, BACKUP_PREFIX)) and path.is_dir()
-    ]
+    prefixes = (STAGING_PREFIX, BACKUP_PREFIX)
+    leftovers = [path for path in target.iterdir() if path.name.startswith(prefixes)]
+    leftovers = [path for path in leftovers if path.is_dir()]
     backups = [path for path in leftovers if path.name.startswith(BACKUP_PREFIX)]
     for backup in sorted(backups, key=lambda path: path.stat().st_mtime, reverse=True):
         for entry in backup.iterdir():

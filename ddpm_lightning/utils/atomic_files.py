@@ -13,9 +13,8 @@ from typing import BinaryIO
 def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
     """Call ``write`` on a temporary file beside ``path``, then rename it to ``path``.
 
-    The temporary file is in the same folder (same file system), so the rename is atomic: a
-    crash, a full disk or a kill leaves the previous file (or none) under the final name,
-    never a truncated one. The temporary file is removed when ``write`` fails.
+    The rename, on one file system, is atomic: a crash, a full disk or a kill leaves the
+    previous file (or none), never a truncated one. A failed write's file is removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

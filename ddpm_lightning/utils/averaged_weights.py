@@ -28,24 +28,17 @@ def swap_weights(callback: WeightAveraging, pl_module: LightningModule) -> None:
 
 @contextlib.contextmanager
 def averaged_weights(trainer: Trainer | None, pl_module: LightningModule) -> Iterator[bool]:
-    """Inside the block the module holds the averaged weights, when the Trainer averages any.
+    """Inside the block the module holds the averaged weights, if any (then it yields True).
 
-    Yields True when it does. Works with :class:`~ddpm_lightning.callbacks.EMA` and any of
-    Lightning's ``WeightAveraging`` callbacks (``EMAWeightAveraging`` too); only ``EMA`` says
-    when validation has already swapped the averaged weights in, so only it is safe to use
-    from validation hooks.
+    Any ``WeightAveraging`` callback works; only :class:`~ddpm_lightning.callbacks.EMA` says
+    when validation has swapped them in already, so only it is safe in validation hooks.
     """
     callbacks = trainer.callbacks if trainer is not None else []
-    active = [
-        cb for cb in callbacks if isinstance(cb, WeightAveraging) and averaged_model(cb) is not None
-    ]
-    if not active:
-        yield False
-        return
-    callback = active[0]
-    if getattr(callback, "average_in_module", False):
-        # Inside validation the averaged weights are already in place: swapping would undo it.
-        yield True
+    averaging = (cb for cb in callbacks if isinstance(cb, WeightAveraging))
+    callback = next((cb for cb in averaging if averaged_model(cb) is not None), None)
+    if callback is None or getattr(callback, "average_in_module", False):
+        # In validation the averaged weights are in place already: swapping would undo it.
+        yield callback is not None
         return
     swap_weights(callback, pl_module)
     try:

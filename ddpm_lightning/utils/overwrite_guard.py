@@ -12,8 +12,7 @@ from ddpm_lightning.errors import OutputExistsError
 def refuse_to_overwrite(paths: Iterable[str | os.PathLike], overwrite: bool, advice: str) -> None:
     """Raise ``FileExistsError`` naming the first of ``paths`` that exists, unless ``overwrite``.
 
-    Called before any work starts, so nothing is computed only to be refused at the end.
-    ``advice`` says how to go on (another folder, resuming, the overwrite setting).
+    Called before any work, so nothing is computed only to be refused; ``advice`` says how on.
     """
     if overwrite:
         return
