@@ -417,3 +417,24 @@ def test_a_full_disk_during_an_export_keeps_the_previous_pipeline(
     with pytest.raises(DiskFullError, match="No space left on device.*is unchanged"):
         save_pipeline_atomically(tiny_pipeline(), target, overwrite=True)
     assert tree(target) == before
+
+
+def test_last_ckpt_every_n_train_steps_within_long_epochs(
+    tmp_path: Path, image_folder: Path
+) -> None:
+    from .conftest import fit_tiny
+
+    class StopAtStep(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if trainer.global_step == 5:
+                raise RuntimeError("simulated crash at step 5")
+
+    # 12 images in batches of 2: 6 steps an epoch; last.ckpt after steps 2 and 4, mid-epoch.
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit_tiny(tmp_path / "run", image_folder, [StopAtStep()], train_batch_size=2,
+                 max_epochs=2, outputs={"checkpoint_every_n_train_steps": 2})  # fmt: skip
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 4
+    trainer = fit_tiny(tmp_path / "run", image_folder, [], train_batch_size=2, max_epochs=2,
+                       ckpt_path="last", outputs={"checkpoint_every_n_train_steps": 2})  # fmt: skip
+    assert trainer.global_step == 12

@@ -63,15 +63,20 @@ class ResumeCheckpoint(ModelCheckpoint):
 
     Args:
         dirpath: the checkpoints folder (``output_dir/checkpoints``).
+        every_n_train_steps: also rewrite ``last.ckpt`` every N optimizer steps within an epoch,
+            for long epochs; a resume from such a mid-epoch file restarts that epoch's data
+            order (close to, not exactly, the uninterrupted run).
     """
 
-    def __init__(self, dirpath: str | os.PathLike) -> None:
+    def __init__(self, dirpath: str | os.PathLike, every_n_train_steps: int | None = None) -> None:
         every_epoch = {"every_n_epochs": 1, "save_on_train_epoch_end": True, "save_top_k": 1}
         last = self.CHECKPOINT_NAME_LAST
         super().__init__(str(dirpath), last, enable_version_counter=False, **every_epoch)
         assert self.dirpath is not None
         self.last_path = os.path.join(self.dirpath, last + self.FILE_EXTENSION)
         self.interrupted_path = os.path.join(self.dirpath, "interrupted" + self.FILE_EXTENSION)
+        self.every_n_train_steps_last = every_n_train_steps
+        self._mid_epoch_step: int | None = None
         self._presses = 0
         self._start_step: int | None = None
         self._previous_handler: Any = None
@@ -102,6 +107,11 @@ class ResumeCheckpoint(ModelCheckpoint):
     ) -> None:
         """Stop after this batch on the second Ctrl-C (every rank at the same batch)."""
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        every, step = self.every_n_train_steps_last, trainer.global_step
+        last_batch = batch_idx + 1 >= trainer.num_training_batches  # saved at the epoch's end
+        if every and step % every == 0 and step not in (0, self._mid_epoch_step) and not last_batch:
+            trainer.save_checkpoint(self.last_path)
+            self._mid_epoch_step = step  # once per step, also under gradient accumulation
         if _agreed(trainer, self._presses >= 2):
             raise TrainingInterrupted("Ctrl-C twice")
 

@@ -43,6 +43,7 @@ class TrainingOutputs:
         sampler: the sampler of the grids (the tutorial's ``ddpm``).
         num_inference_steps: the grids' sampler steps (the tutorial's 1000).
         checkpoint_every_n_epochs: ``epochNNNN.ckpt`` every N epochs (save_model_epochs if None).
+        checkpoint_every_n_train_steps: also refresh ``last.ckpt`` every N steps within an epoch.
         throughput_window: batches averaged for each images/s reading.
         fid_every_n_epochs: FID and KID every N epochs (off if None); keeps ``best-fid.ckpt``.
         fid_num_images: images generated for each FID (split across devices).
@@ -67,22 +68,23 @@ class TrainingOutputs:
         throughput_window: int = 20,
         fid_every_n_epochs: int | None = None,
         fid_num_images: int = 1000,
+        checkpoint_every_n_train_steps: int | None = None,
     ) -> None:
         check_sampler_name(sampler)
-        for name, value in (
-            ("save_image_epochs", save_image_epochs),
-            ("save_model_epochs", save_model_epochs),
-            ("eval_batch_size", eval_batch_size),
-            ("num_inference_steps", num_inference_steps),
-            ("checkpoint_every_n_epochs", checkpoint_every_n_epochs or 1),
-            ("fid_every_n_epochs", fid_every_n_epochs or 1),
-        ):
-            check_at_least(name, value, 1)
-        check_at_least("fid_num_images", fid_num_images, 2)
-        if throughput_window < 2:
-            raise ValueError(
-                f"throughput_window must be at least 2 batches, got {throughput_window}."
-            )
+        minimums = {
+            "save_image_epochs": (save_image_epochs, 1),
+            "save_model_epochs": (save_model_epochs, 1),
+            "eval_batch_size": (eval_batch_size, 1),
+            "num_inference_steps": (num_inference_steps, 1),
+            "checkpoint_every_n_epochs": (checkpoint_every_n_epochs, 1),
+            "checkpoint_every_n_train_steps": (checkpoint_every_n_train_steps, 1),
+            "fid_every_n_epochs": (fid_every_n_epochs, 1),
+            "fid_num_images": (fid_num_images, 2),
+            "throughput_window": (throughput_window, 2),
+        }
+        for name, (value, minimum) in minimums.items():
+            if value is not None:  # None: the documented default or off, never 0
+                check_at_least(name, value, minimum)
         self.output_dir = Path(output_dir)
         self.save_image_epochs = save_image_epochs
         self.save_model_epochs = save_model_epochs
@@ -97,6 +99,7 @@ class TrainingOutputs:
         self.sampler = sampler
         self.num_inference_steps = num_inference_steps
         self.checkpoint_every_n_epochs = checkpoint_every_n_epochs or save_model_epochs
+        self.checkpoint_every_n_train_steps = checkpoint_every_n_train_steps
         self.throughput_window = throughput_window
         self.fid_every_n_epochs = fid_every_n_epochs
         self.fid_num_images = fid_num_images
@@ -140,7 +143,7 @@ class TrainingOutputs:
                 every_n_epochs=self.checkpoint_every_n_epochs,
                 save_top_k=-1,
             ),
-            ResumeCheckpoint(checkpoints),
+            ResumeCheckpoint(checkpoints, self.checkpoint_every_n_train_steps),
             LearningRateMonitor(logging_interval="step"),
             ImageThroughputMonitor(window_size=self.throughput_window),
         ]
