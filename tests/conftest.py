@@ -101,7 +101,7 @@ def fit_tiny(
 
     from ddpm_lightning import DDPMModule, ImageDataModule
 
-    training_outputs = every_epoch_outputs(run_dir, use_ema=True, **(outputs or {}))
+    training_outputs = every_epoch_outputs(run_dir, **{"use_ema": True, **(outputs or {})})
     trainer = L.Trainer(
         callbacks=[*training_outputs.callbacks(), *callbacks],
         logger=training_outputs.logger(),

@@ -16,15 +16,15 @@ import torch
 from diffusers import DDPMPipeline
 from lightning.pytorch import Callback
 
-from ddpm_lightning import DDPMModule, ImageDataModule
-from ddpm_lightning.callbacks import ResumeCheckpoint, TrainingOutputs
+from ddpm_lightning import DDPMModule
+from ddpm_lightning.callbacks import ResumeCheckpoint
 from ddpm_lightning.utils.atomic_export import (
     DiskFullError,
     recover_interrupted_export,
     save_pipeline_atomically,
 )
 
-from .conftest import TINY_UNET, write_images
+from .conftest import TINY_UNET, fit_tiny, write_images
 
 IMAGES = 16
 BATCH_SIZE = 2
@@ -206,30 +206,11 @@ def fit(
     ckpt_path: str | None = None,
 ) -> L.Trainer:
     L.seed_everything(0)
-    outputs = TrainingOutputs(
-        output_dir=str(output_dir),
-        save_image_epochs=100,
-        save_model_epochs=100,
-        eval_batch_size=2,
-        sampler="ddim",
-        num_inference_steps=2,
-        throughput_window=2,
-        overwrite_output_dir=True,
-    )
-    trainer = L.Trainer(
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        callbacks=[*outputs.callbacks(), *callbacks],
-        logger=outputs.logger(),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(
-        DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1),
-        ImageDataModule(data_dir=str(images), image_size=16, train_batch_size=BATCH_SIZE),
-        ckpt_path=ckpt_path,
-    )
-    return trainer
+    outputs = {"save_image_epochs": 100, "save_model_epochs": 100, "eval_batch_size": 2}
+    outputs |= {"use_ema": False, "overwrite_output_dir": True}
+    return fit_tiny(output_dir, images, list(callbacks), ckpt_path=ckpt_path,
+                    train_batch_size=BATCH_SIZE, outputs=outputs, max_epochs=max_epochs,
+                    accelerator="cpu")  # fmt: skip
 
 
 @pytest.fixture
@@ -422,8 +403,6 @@ def test_a_full_disk_during_an_export_keeps_the_previous_pipeline(
 def test_last_ckpt_every_n_train_steps_within_long_epochs(
     tmp_path: Path, image_folder: Path
 ) -> None:
-    from .conftest import fit_tiny
-
     class StopAtStep(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             if trainer.global_step == 5:
