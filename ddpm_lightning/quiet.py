@@ -22,6 +22,8 @@ def quiet_known_noise() -> None:
     """Drop Lightning's tips and internal notes, and a deprecation warning Lightning raises."""
     # Lightning's own code calls torch's deprecated LeafSpec check; nothing for users to change.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # The overwrite guard already refuses (or was told to allow) an earlier run's outputs.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(existing, _DropNoise) for existing in logger.filters):

@@ -135,6 +135,7 @@ NOISE = [
     "args parameter is intended",  # LightningCLI given sys.argv twice
     "Loading `train_dataloader` to estimate",
     "Skipping setting a default `ModelSummary`",
+    "exists and is not empty",  # Lightning's checkpoint-folder warning: the guard covers it
 ]
 
 
