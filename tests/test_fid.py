@@ -472,3 +472,18 @@ def test_evaluate_command_prints_a_table_per_sampler(
     assert all(row["fid"] > 0 for row in rows)
     printed = capsys.readouterr().out
     assert "ddim" in printed and "unipc" in printed and "fid" in printed.lower()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"feature": 100}, "feature must be one of"),
+        ({"kid_subset_size": 1}, "kid_subset_size must be at least 2"),
+        ({"num_images": 1}, "at least 2 generated images"),
+        ({"every_n_epochs": 0}, "every_n_epochs must be at least 1"),
+        ({"sampler": "euler"}, "Unknown sampler"),
+    ],
+)
+def test_bad_settings_fail_when_the_callback_is_built(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        FIDCallback(**settings)

@@ -17,6 +17,7 @@ from ddpm_lightning.quality import (
     dataset_identity,
     feature_extractor_id,
 )
+from ddpm_lightning.quality.feature_extractors import check_inception_feature
 from ddpm_lightning.sampling import check_sampler_name
 from ddpm_lightning.sampling.generation import ImageGenerator
 from ddpm_lightning.utils.checks import check_at_least
@@ -91,7 +92,11 @@ class FIDCallback(Callback):
                 f"FID needs at least 2 generated images, got num_images={num_images}."
             )
         check_at_least("batch_size", batch_size, 1)
-        check_sampler_name(sampler)  # feature and kid_subset_size: checked when fitting starts
+        check_sampler_name(sampler)
+        if feature_extractor is None:
+            check_inception_feature(feature)
+        if kid_subset_size is not None:
+            check_at_least("kid_subset_size", kid_subset_size, 2)
         self.every_n_epochs = every_n_epochs
         self.num_images = num_images
         self.sampler = sampler
@@ -215,7 +220,10 @@ class FIDCallback(Callback):
 
 
 def _checkpoints_at_validation_end(trainer: Trainer) -> bool:
-    """Whether ModelCheckpoint saves at validation end: not its _should_save_on_train_epoch_end."""
+    """Whether ModelCheckpoint saves at validation end rather than at train epoch end.
+
+    Mirrors ModelCheckpoint's own rule (Lightning 2.6) for a run that validates at all.
+    """
     num_val_batches = trainer.num_val_batches
     if isinstance(num_val_batches, list):
         num_val_batches = sum(num_val_batches)

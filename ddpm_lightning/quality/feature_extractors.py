@@ -30,6 +30,12 @@ def inception_weights_url() -> str:
     return URL_INCEPTION_V3
 
 
+def check_inception_feature(feature: int) -> None:
+    """Raise unless ``feature`` is one of torchmetrics' Inception-v3 layers."""
+    if feature not in INCEPTION_FEATURES:
+        raise InvalidSettingError(f"feature must be one of {INCEPTION_FEATURES}, got {feature}.")
+
+
 def build_feature_extractor(
     feature_extractor: nn.Module | None = None,
     feature: int = 2048,
@@ -42,8 +48,7 @@ def build_feature_extractor(
     """
     if feature_extractor is not None:
         return feature_extractor.eval().requires_grad_(False)
-    if feature not in INCEPTION_FEATURES:
-        raise InvalidSettingError(f"feature must be one of {INCEPTION_FEATURES}, got {feature}.")
+    check_inception_feature(feature)
     if importlib.util.find_spec("torch_fidelity") is None:
         raise FeatureExtractorUnavailableError(
             "FID/KID with the default Inception-v3 needs torch-fidelity: "

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from ddpm_lightning.errors import InvalidSettingError
+from ddpm_lightning.utils.checks import check_at_least
 
 #: KID subset size when enough images exist: small next to the usual 1000 to 10000 images,
 #: so that subsets differ and KID's std means something (torch-fidelity uses 1000).
@@ -45,8 +45,8 @@ class SampleQualityMetrics:
         kid_seed: int = 0,
         sync_on_compute: bool = True,
     ) -> None:
-        if kid_subset_size is not None and kid_subset_size < 2:
-            raise InvalidSettingError(f"kid_subset_size must be at least 2, got {kid_subset_size}.")
+        if kid_subset_size is not None:
+            check_at_least("kid_subset_size", kid_subset_size, 2)
         self.num_features = num_features
         self.kid_subset_size = kid_subset_size
         self.kid_seed = kid_seed
