@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import signal
 import subprocess
@@ -408,12 +409,18 @@ def test_last_ckpt_every_n_train_steps_within_long_epochs(
             if trainer.global_step == 5:
                 raise RuntimeError("simulated crash at step 5")
 
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("lightning.pytorch").addHandler(handler)
     # 12 images in batches of 2: 6 steps an epoch; last.ckpt after steps 2 and 4, mid-epoch.
     with pytest.raises(RuntimeError, match="simulated crash"):
         fit_tiny(tmp_path / "run", image_folder, [StopAtStep()], train_batch_size=2,
                  max_epochs=2, outputs={"checkpoint_every_n_train_steps": 2})  # fmt: skip
+    logging.getLogger("lightning.pytorch").removeHandler(handler)
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["global_step"] == 4
+    assert "resumes from step 4 (last.ckpt, mid-epoch" in "".join(messages)
     trainer = fit_tiny(tmp_path / "run", image_folder, [], train_batch_size=2, max_epochs=2,
                        ckpt_path="last", outputs={"checkpoint_every_n_train_steps": 2})  # fmt: skip
     assert trainer.global_step == 12

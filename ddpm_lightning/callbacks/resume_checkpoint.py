@@ -145,10 +145,14 @@ class ResumeCheckpoint(ModelCheckpoint):
             )
             return
         stopped += f", in epoch {trainer.current_epoch}"
+        mid_epoch_last = (self._mid_epoch_step or -1) > (last_saved_step(self) or -1)
         last = "--ckpt_path last " + (
-            "resumes exactly from the last finished epoch (last.ckpt)."
-            if os.path.exists(self.last_path)
-            else "starts over (no epoch has finished yet)."
+            "starts over (no epoch has finished yet)."
+            if not os.path.exists(self.last_path)
+            else f"resumes from step {self._mid_epoch_step} (last.ckpt, mid-epoch: close to, "
+            "not exactly, an uninterrupted run)."
+            if mid_epoch_last
+            else "resumes exactly from the last finished epoch (last.ckpt)."
         )
         # Under DDP only a stop that every rank takes together may save: a save waits for all.
         together = isinstance(exception, (TrainingInterrupted, SIGTERMException))
