@@ -93,10 +93,12 @@ def fit_tiny(
     ckpt_path: str | None = None,
     train_batch_size: int = 4,
     outputs: dict | None = None,
+    data: dict | None = None,
     **trainer_kwargs,
 ):
     """Train the tiny UNet on ``image_folder`` with EMA, grids, exports and checkpoints every
-    epoch into ``run_dir`` (``outputs`` overrides ``every_epoch_outputs``); the Trainer."""
+    epoch into ``run_dir`` (``outputs`` overrides ``every_epoch_outputs``, ``data`` adds
+    ``ImageDataModule`` arguments); the Trainer."""
     import lightning as L
 
     from ddpm_lightning import DDPMModule, ImageDataModule
@@ -112,7 +114,10 @@ def fit_tiny(
     trainer.fit(
         DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1),
         ImageDataModule(
-            data_dir=str(image_folder), image_size=16, train_batch_size=train_batch_size
+            data_dir=str(image_folder),
+            image_size=16,
+            train_batch_size=train_batch_size,
+            **(data or {}),
         ),
         ckpt_path=ckpt_path,
     )

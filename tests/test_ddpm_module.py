@@ -713,6 +713,7 @@ def plain_run() -> tuple[list[float], dict]:
         {"channels_last": True},
         {"float32_matmul_precision": "high"},
         {"adam_fused": True},
+        {"gradient_checkpointing": True},
         pytest.param({"compile_unet": True}, marks=pytest.mark.slow),
     ],
     ids=lambda switch: next(iter(switch)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from typing import Any, Literal
@@ -13,6 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ddpm_lightning.data.image_decoding import make_decoder
 from ddpm_lightning.data.pixel_dataset import PixelDataset, collate_pixels, pixels_feature
+from ddpm_lightning.data.streaming import StreamedPixels, rank_stream
 from ddpm_lightning.errors import (
     InvalidSettingError,
     MissingColumnError,
@@ -27,6 +29,9 @@ from ddpm_lightning.utils.seeding import seeded_generator
 warnings.filterwarnings("ignore", "Total length of `list` across ranks is zero")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+#: The default ``num_proc``: a process per this many images, up to the cores and the cap.
+IMAGES_PER_DECODE_PROCESS = 1000
+MAX_DEFAULT_DECODE_PROCESSES = 8
 
 
 class DatasetUnavailableError(UsageError, RuntimeError):
@@ -41,6 +46,9 @@ class ImageDataModule(LightningDataModule):
     and reused by the next run. Flips and scaling to [-1, 1] run on the device, in
     ``on_after_batch_transfer``, so a quarter of the bytes cross the bus: the DataLoader gives
     ``{"images": uint8}``, the module gets float32 (call the hook yourself without a Trainer).
+
+    With ``streaming`` nothing is downloaded or cached: images are read, decoded and shuffled
+    (through a buffer) on the fly, each rank its own share (``split_dataset_by_node``).
 
     For another data source, override :meth:`load_dataset`.
 
@@ -58,6 +66,14 @@ class ImageDataModule(LightningDataModule):
         seed: seeds the shuffle order, the flips and the validation split.
         val_fraction: the share of images held out for a validation loss (0 for none).
         cache_dir: where ``datasets`` keeps downloads and decoded arrays (its default if None).
+        num_proc: processes that decode into the cache (``Dataset.map``); None: one per 1,000
+            images, up to the cores and 8. The pixels are the same for any number.
+        streaming: decode on the fly instead of caching (data larger than the disk); the epoch
+            length comes from the dataset's split info (or a local folder's file count), else
+            set ``trainer.max_steps``. No validation split.
+        shuffle_buffer_size: images in the streaming shuffle buffer (more: better shuffled).
+        prepare_data_per_node: build the cache on every node (True), or once on the first node
+            when all nodes share one file system and ``cache_dir`` (False).
     """
 
     def __init__(
@@ -75,6 +91,10 @@ class ImageDataModule(LightningDataModule):
         seed: int = 0,
         val_fraction: float = 0.0,
         cache_dir: str | None = None,
+        num_proc: int | None = None,
+        streaming: bool = False,
+        shuffle_buffer_size: int = 1000,
+        prepare_data_per_node: bool = True,
     ) -> None:
         super().__init__()
         if channels not in (1, 3):
@@ -87,6 +107,14 @@ class ImageDataModule(LightningDataModule):
         check_at_least("num_workers", num_workers, 0)
         if not 0.0 <= val_fraction < 1.0:
             raise InvalidSettingError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+        if num_proc is not None:
+            check_at_least("num_proc", num_proc, 1)
+        check_at_least("shuffle_buffer_size", shuffle_buffer_size, 1)
+        if streaming and val_fraction:
+            raise InvalidSettingError(
+                "A streamed dataset has no validation split: set val_fraction to 0, or stream "
+                "off (streaming: false) to hold out images."
+            )
         self.save_hyperparameters()
         self.dataset_name = dataset_name
         self.data_dir = data_dir
@@ -101,7 +129,11 @@ class ImageDataModule(LightningDataModule):
         self.seed = seed
         self.val_fraction = val_fraction
         self.cache_dir = cache_dir
-        self.train_dataset: PixelDataset | None = None
+        self.num_proc = num_proc
+        self.streaming = streaming
+        self.shuffle_buffer_size = shuffle_buffer_size
+        self.prepare_data_per_node = prepare_data_per_node  # read by Lightning
+        self.train_dataset: PixelDataset | StreamedPixels | None = None
         self.val_dataset: PixelDataset | None = None
         self._flip_generator = torch.Generator()
         self._flip_epoch: int | None = None
@@ -109,6 +141,8 @@ class ImageDataModule(LightningDataModule):
     # ----------------------------------------------------------------- the subclassing hook
     def load_dataset(self) -> datasets.Dataset:
         """Return the raw dataset: any ``datasets.Dataset`` with an ``image_column``.
+
+        With ``streaming``, a ``datasets.IterableDataset`` (``load_dataset(..., streaming=True)``).
 
         Called in ``prepare_data`` (once per node) and in ``setup`` (every process), so it
         should be cheap the second time, as ``datasets``' cached downloads are.
@@ -124,13 +158,17 @@ class ImageDataModule(LightningDataModule):
                     data_dir=self.data_dir,
                     split=self.split,
                     cache_dir=self.cache_dir,
+                    streaming=self.streaming,
                 )
             finally:
                 if bars_were_on:
                     datasets.enable_progress_bars()
         try:
             return datasets.load_dataset(
-                self.dataset_name, split=self.split, cache_dir=self.cache_dir
+                self.dataset_name,
+                split=self.split,
+                cache_dir=self.cache_dir,
+                streaming=self.streaming,
             )
         except Exception as error:  # datasets raises many types for "not reachable"
             raise DatasetUnavailableError(
@@ -145,6 +183,8 @@ class ImageDataModule(LightningDataModule):
     # ----------------------------------------------------------------- Lightning hooks
     def prepare_data(self) -> None:
         """Download once per node, and decode into the on-disk cache when there is one."""
+        if self.streaming:
+            return
         dataset = self.load_dataset()
         if dataset.cache_files:
             self._decode(dataset)
@@ -152,6 +192,9 @@ class ImageDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Build the decoded datasets on every process (a cache hit after ``prepare_data``)."""
         if self.train_dataset is not None:
+            return
+        if self.streaming:
+            self.train_dataset = self._stream()
             return
         decoded = self._decode(self.load_dataset())
         if self.val_fraction > 0:
@@ -163,6 +206,13 @@ class ImageDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled batches; the order depends only on ``seed`` and the epoch (resume-safe)."""
         dataset = self._require(self.train_dataset)
+        if isinstance(dataset, StreamedPixels):
+            if dataset.length is None and self._has_trainer() and self.trainer.max_steps == -1:
+                raise InvalidSettingError(
+                    f"The streamed dataset {self.dataset_name!r} does not say how many images it "
+                    "has, so an epoch has no known length: set --trainer.max_steps."
+                )
+            return self._loader(dataset, sampler=None)
         # A DistributedSampler even on one process: its order depends on the seed and epoch
         # only, so a resumed run sees the batches of an uninterrupted one.
         world_size = self.trainer.world_size if self._has_trainer() else 1
@@ -199,10 +249,7 @@ class ImageDataModule(LightningDataModule):
             raise InvalidSettingError(
                 f"The dataset {self.dataset_name!r} (split {self.split!r}) is empty."
             )
-        feature = dataset.features[self.image_column]
-        if isinstance(feature, datasets.Image) and feature.decode:
-            # Decode ourselves so a corrupt file can be named in the error.
-            dataset = dataset.cast_column(self.image_column, datasets.Image(decode=False))
+        dataset = self._undecoded(dataset)
         size, channels = self.image_size, self.channels
         return dataset.map(
             make_decoder(size, channels, self.center_crop),
@@ -211,7 +258,65 @@ class ImageDataModule(LightningDataModule):
             input_columns=[self.image_column],
             remove_columns=dataset.column_names,
             features=pixels_feature(channels, size),
+            num_proc=self._decode_processes(len(dataset)),
             desc=f"Decoding and resizing to {size}px",
+        )
+
+    def _undecoded(self, dataset: datasets.Dataset | datasets.IterableDataset) -> Any:
+        """Images as file bytes, decoded by us so that a corrupt file is named in the error."""
+        feature = (dataset.features or {}).get(self.image_column)
+        if isinstance(feature, datasets.Image) and feature.decode:
+            return dataset.cast_column(self.image_column, datasets.Image(decode=False))
+        return dataset
+
+    def _decode_processes(self, num_images: int) -> int | None:
+        if self.num_proc is not None:
+            return self.num_proc if self.num_proc > 1 else None
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        wanted = min(
+            cores or 1, MAX_DEFAULT_DECODE_PROCESSES, num_images // IMAGES_PER_DECODE_PROCESS
+        )
+        return wanted if wanted > 1 else None
+
+    def _stream(self) -> StreamedPixels:
+        stream = self.load_dataset()
+        if stream.column_names is not None and self.image_column not in stream.column_names:
+            raise MissingColumnError(
+                f"The dataset has no column {self.image_column!r}; its columns are "
+                f"{stream.column_names}. Set image_column to the one that holds the images."
+            )
+        length = self._stream_length(stream)
+        world_size = self.trainer.world_size if self._has_trainer() else 1
+        stream = rank_stream(
+            self._undecoded(stream),
+            self.shuffle_buffer_size,
+            self.seed,
+            self._global_rank(),
+            world_size,
+        )
+        decoded = stream.map(
+            make_decoder(self.image_size, self.channels, self.center_crop),
+            batched=True,
+            batch_size=64,
+            input_columns=[self.image_column],
+            remove_columns=stream.column_names or [self.image_column],
+        )
+        per_rank = None if length is None else math.ceil(length / world_size)
+        return StreamedPixels(decoded, self._shape(), per_rank, self._current_epoch)
+
+    def _stream_length(self, stream: datasets.IterableDataset) -> int | None:
+        """Images in the split: from the dataset's info, or by counting a local folder's files."""
+        splits = stream.info.splits or {}
+        if self.split in splits and splits[self.split].num_examples:
+            return splits[self.split].num_examples
+        if self.dataset_name != "imagefolder" or not self.data_dir:
+            return None
+        split_folder = os.path.join(self.data_dir, self.split)
+        folder = split_folder if os.path.isdir(split_folder) else self.data_dir
+        return sum(
+            name.lower().endswith(IMAGE_EXTENSIONS)
+            for _, _, names in os.walk(folder)
+            for name in names
         )
 
     def _shape(self) -> tuple[int, int, int]:
@@ -236,7 +341,9 @@ class ImageDataModule(LightningDataModule):
             f"{', '.join(IMAGE_EXTENSIONS)}). Check data_dir."
         )
 
-    def _loader(self, dataset: PixelDataset, sampler: DistributedSampler | None) -> DataLoader:
+    def _loader(
+        self, dataset: PixelDataset | StreamedPixels, sampler: DistributedSampler | None
+    ) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.train_batch_size,
@@ -244,17 +351,21 @@ class ImageDataModule(LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=collate_pixels,
             pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
+            # A stream reads its epoch when iterated: workers must start anew every epoch.
+            persistent_workers=self.num_workers > 0 and not self.streaming,
         )
 
     def _epoch_flip_generator(self) -> torch.Generator:
         # Reseeded at each epoch from (seed, epoch, rank): flips are reproducible, differ
         # between ranks, and a run resumed at an epoch boundary flips as the original did.
-        epoch = self.trainer.current_epoch if self._has_trainer() else 0
+        epoch = self._current_epoch()
         if self._flip_epoch != epoch:
             self._flip_generator = seeded_generator(self.seed, epoch, self._global_rank())
             self._flip_epoch = epoch
         return self._flip_generator
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self._has_trainer() else 0
 
     def _has_trainer(self) -> bool:
         return getattr(self, "trainer", None) is not None
@@ -266,7 +377,7 @@ class ImageDataModule(LightningDataModule):
         return self.trainer.global_rank if self._has_trainer() else 0
 
     @staticmethod
-    def _require(dataset: PixelDataset | None) -> PixelDataset:
+    def _require(dataset: Any) -> Any:
         if dataset is None:
             raise RuntimeError("Call datamodule.setup() (the Trainer does) before asking for data.")
         return dataset

@@ -99,6 +99,8 @@ class DDPMModule(LightningModule):
         predict_batch_size: images per ``predict`` batch on each device.
         channels_last: channels-last UNet and inputs (faster convolutions on tensor cores).
         compile_unet: ``torch.compile`` the UNet in place (same checkpoints; minutes to compile).
+        gradient_checkpointing: recompute the UNet's activations in the backward pass: less
+            memory for larger images or batches, for about a third more compute per step.
         float32_matmul_precision: ``high`` allows TF32 on Ampere+ GPUs (process-wide).
     """
 
@@ -137,6 +139,7 @@ class DDPMModule(LightningModule):
         predict_batch_size: int = 16,
         channels_last: bool = False,
         compile_unet: bool = False,
+        gradient_checkpointing: bool = False,
         float32_matmul_precision: MatmulPrecision | None = None,
     ) -> None:
         super().__init__()
@@ -180,8 +183,9 @@ class DDPMModule(LightningModule):
             )
         if channels_last:
             self.unet.to(memory_format=torch.channels_last)
+        if gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
 
-    # ------------------------------------------------------------------ building
     def _load_pretrained(self, source: str) -> tuple[UNet2DModel, DDPMScheduler]:
         hparams = self.hparams
         try:
@@ -209,7 +213,6 @@ class DDPMModule(LightningModule):
                 hyper_parameters, self.unet, self.noise_scheduler
             )
 
-    # ------------------------------------------------------------------ training
     def setup(self, stage: str) -> None:
         """Before any work: check the data against the UNet, then apply the speed switches."""
         datamodule = self.trainer.datamodule
@@ -344,7 +347,6 @@ class DDPMModule(LightningModule):
             gradient_clip_val, gradient_clip_algorithm = self.hparams.max_grad_norm, "norm"
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
-    # ------------------------------------------------------------------ sampling
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of the images the UNet makes."""
@@ -360,17 +362,12 @@ class DDPMModule(LightningModule):
         sampler: str | None = None,
         output_type: Literal["pil", "pt"] = "pil",
     ) -> list[Image.Image] | torch.Tensor:
-        """Sample images with the current weights; the global RNG is never touched.
+        """``num_images`` images as one batch from one CPU generator seeded with ``seed``.
 
-        With ``ddpm`` these are exactly ``DDPMPipeline``'s images for the same seed (one generator
-        for the batch); :meth:`generate_from_seeds` gives each image its own seed instead.
-
-        Args:
-            num_images: how many images, sampled as one batch.
-            seed: seeds this call's own CPU generator (the module's ``seed`` if None).
-            num_inference_steps: sampler steps (the module's default if None).
-            sampler: ``ddpm``, ``ddim``, ``dpm-solver++`` or ``unipc`` (the default if None).
-            output_type: ``pil`` for PIL images, ``pt`` for a float (N, C, H, W) tensor in [0, 1].
+        With ``ddpm`` these are ``DDPMPipeline``'s images for the same seed (the global RNG is
+        never touched); :meth:`generate_from_seeds` gives each image its own seed instead. None
+        takes the module's ``seed``, ``num_inference_steps`` and ``sampler``; ``output_type``
+        ``pt`` gives a float (N, C, H, W) tensor in [0, 1].
         """
         _check_choice("output_type", output_type, ("pil", "pt"))
         check_at_least("num_images", num_images, 1)
@@ -422,7 +419,6 @@ class DDPMModule(LightningModule):
         images = generator((batch + self.hparams.seed).tolist())
         return {"images": to_uint8(images).cpu(), "index": batch.cpu()}
 
-    # ------------------------------------------------------------------ export
     def to_pipeline(self) -> DDPMPipeline:
         """The current weights as a ``DDPMPipeline`` with the training noise schedule."""
         scheduler = DDPMScheduler.from_config(self.noise_scheduler.config)
