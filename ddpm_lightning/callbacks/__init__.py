@@ -7,8 +7,7 @@ from ddpm_lightning.callbacks.prediction_writer import PNGPredictionWriter
 from ddpm_lightning.callbacks.push_to_hub import HubPushError, PushToHubCallback
 from ddpm_lightning.callbacks.resume_checkpoint import AtomicCheckpointIO, ResumeCheckpoint
 from ddpm_lightning.callbacks.sample_grid import SampleGridCallback
-from ddpm_lightning.callbacks.throughput import ImageThroughputMonitor
-from ddpm_lightning.callbacks.training_outputs import TrainingOutputs
+from ddpm_lightning.callbacks.training_outputs import ImageThroughputMonitor, TrainingOutputs
 from ddpm_lightning.quality import FeatureExtractorUnavailableError
 
 __all__ = [

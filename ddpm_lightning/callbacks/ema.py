@@ -24,12 +24,7 @@ def ema_decay(
 
 
 class EMA(WeightAveraging):
-    """Exponential moving average of the weights, updated once per optimizer step.
-
-    Lightning's ``WeightAveraging`` (per optimizer step, swapped in for validation, both weight
-    sets checkpointed, ``load_from_checkpoint`` gives the average) plus the warm-up of
-    diffusers' ``EMAModel``: the decay grows from 0, so early samples do not stick to the
-    random initial weights. Grids, exports and FID use it through :func:`averaged_weights`.
+    """EMA of the weights per optimizer step: Lightning's ``WeightAveraging``, diffusers' warm-up.
 
     Args:
         decay: the largest decay (the peers' ``ema_max_decay``, 0.9999).
@@ -72,7 +67,7 @@ class EMA(WeightAveraging):
         self.average_in_module = averaged_model(self) is not None
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """... and swaps them out again after it."""
+        """Lightning swaps them out again after validation."""
         super().on_validation_epoch_end(trainer, pl_module)
         self.average_in_module = False
 

@@ -10,11 +10,7 @@ from lightning.pytorch.utilities.model_summary import get_human_readable_count
 
 
 class ParameterSummary(ModelSummary):
-    """The layers, their parameters and modes, and the totals; no FLOPs.
-
-    Lightning counts FLOPs only for modules with an ``example_input_array``; a DDPM module has
-    none (its input is noise and a timestep), so the column and total would always read 0.
-    """
+    """The layers, their parameters and modes, and the totals; no FLOPs (no example input)."""
 
     @staticmethod
     def summarize(

@@ -19,10 +19,7 @@ ExportListener = Callable[[Trainer, Path, int], None]
 
 
 class PipelineExportCallback(Callback):
-    """Every ``save_model_epochs`` epochs and after the last, save a ``DDPMPipeline`` folder.
-
-    Into ``output_dir`` itself, as in the tutorial, atomically (``save_pipeline_atomically``),
-    with the EMA weights when there are any. Rank zero writes; the others wait at a barrier.
+    """Every ``save_model_epochs`` epochs and after the last, save the pipeline atomically.
 
     Args:
         output_dir: the folder to write the pipeline into (the tutorial's ``output_dir``).
@@ -50,18 +47,18 @@ class PipelineExportCallback(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Stop before training over an earlier run's pipeline (``ckpt_path`` is known now)."""
         resuming = trainer.ckpt_path is not None
-        marker = self.output_dir / PIPELINE_MARKER
-        refuse_to_overwrite([marker], self.overwrite_output_dir or resuming, RUN_ADVICE)
+        refuse_to_overwrite(
+            [self.output_dir / PIPELINE_MARKER], self.overwrite_output_dir or resuming, RUN_ADVICE
+        )
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Export when due, on global rank zero, with the EMA weights swapped in."""
         if not is_due(trainer, self.save_model_epochs):
             return
-        epoch = trainer.current_epoch
         with averaged_weights(trainer, pl_module):
             if trainer.is_global_zero:
                 pl_module.save_pretrained(self.output_dir, overwrite=True)
         trainer.strategy.barrier("pipeline_exported")
         if trainer.is_global_zero:
             for listener in self.listeners:
-                listener(trainer, self.output_dir, epoch)
+                listener(trainer, self.output_dir, trainer.current_epoch)

@@ -16,11 +16,9 @@ from ddpm_lightning.utils.overwrite_guard import refuse_to_overwrite
 class PNGPredictionWriter(BasePredictionWriter):
     """Write ``<output_dir>/<index:05d>.png`` per generated image, each rank its own shard.
 
-    An earlier run's PNG files stop the run before anything is generated, unless ``overwrite``.
-
     Args:
         output_dir: the folder for the PNG files.
-        overwrite: replace files of an earlier prediction run.
+        overwrite: replace files of an earlier prediction run (else they stop it at once).
     """
 
     def __init__(self, output_dir: str = "samples", overwrite: bool = False) -> None:

@@ -5,17 +5,77 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from huggingface_hub import HfApi, get_token
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from ddpm_lightning.callbacks.model_card import model_card, training_settings
 from ddpm_lightning.callbacks.pipeline_export import PipelineExportCallback
 from ddpm_lightning.callbacks.sample_grid import SampleGridCallback
 from ddpm_lightning.errors import InvalidSettingError, UsageError
 from ddpm_lightning.utils.atomic_export import PIPELINE_MARKER
+
+#: Module hyperparameters and datamodule attributes worth a line in the card.
+_MODULE_SETTINGS = """image_size channels block_out_channels layers_per_block num_train_timesteps
+    beta_schedule prediction_type learning_rate lr_scheduler lr_warmup_steps min_snr_gamma
+    pretrained_model_name_or_path""".split()
+_DATA_SETTINGS = "dataset_name data_dir split train_batch_size random_flip center_crop".split()
+
+
+def model_card(repo_id: str, trainer: Trainer, epoch: int, grid: Path | None) -> str:
+    """A Hub model card (README.md) as diffusers' scripts write it, with the run's settings."""
+    hparams = trainer.lightning_module.hparams
+    settings = {key: hparams.get(key) for key in _MODULE_SETTINGS if key in hparams}
+    datamodule = getattr(trainer, "datamodule", None)
+    for key in _DATA_SETTINGS:
+        if hasattr(datamodule, key):
+            settings[key] = getattr(datamodule, key)
+    settings["devices x nodes"] = f"{trainer.num_devices} x {trainer.num_nodes}"
+    settings["accumulate_grad_batches"] = trainer.accumulate_grad_batches
+    settings["precision"] = trainer.precision
+    settings["ema"] = any(
+        type(cb).__name__ in ("EMA", "EMAWeightAveraging") for cb in trainer.callbacks
+    )
+    dataset = settings.get("dataset_name", "unknown")
+    if dataset == "imagefolder":
+        dataset = f"a local image folder ({settings.get('data_dir')})"
+    rows = "\n".join(f"| {key} | {value} |" for key, value in settings.items())
+    samples = f"![Samples after epoch {epoch}](samples/{grid.name})\n" if grid else ""
+    return f"""---
+library_name: diffusers
+tags:
+- pytorch
+- diffusers
+- unconditional-image-generation
+- ddpm_lightning
+---
+
+# {repo_id}
+
+An unconditional image generation model (a `UNet2DModel` trained as a DDPM) on {dataset},
+trained with [ddpm_lightning](https://pypi.org/project/ddpm-lightning/) following the diffusers
+"train a diffusion model" tutorial. This upload is after epoch {epoch} (step {trainer.global_step}).
+
+## Samples
+
+{samples}
+## Usage
+
+```python
+from diffusers import DDPMPipeline
+
+pipeline = DDPMPipeline.from_pretrained("{repo_id}")
+image = pipeline().images[0]
+image
+```
+
+## Training settings
+
+| setting | value |
+| --- | --- |
+{rows}
+"""
 
 
 class HubPushError(UsageError, RuntimeError):
@@ -23,12 +83,9 @@ class HubPushError(UsageError, RuntimeError):
 
 
 class PushToHubCallback(Callback):
-    """Push the pipeline after every export, in the background, never a Lightning checkpoint.
+    """Push each export of ``PipelineExportCallback``, the latest grid and a model card.
 
-    Needs a ``PipelineExportCallback`` (the tutorial pushed a folder with no pipeline in it).
-    The token and the repository are checked at fit start, not after fifty epochs. Each push
-    uploads a snapshot of the pipeline files, the latest sample grid and a model card on a
-    background thread. Only global rank zero talks to the Hub.
+    Token and repository are checked at fit start; pushes run on a thread, from rank zero only.
 
     Args:
         hub_model_id: ``user/name`` of the model repository.
@@ -88,9 +145,7 @@ class PushToHubCallback(Callback):
             return
         self._raise_failed_pushes()
         grid = self._grids.last_grid_path if self._grids else None
-        settings = training_settings(trainer, trainer.lightning_module)
-        grid_name = f"samples/{grid.name}" if grid else None
-        card = model_card(self.hub_model_id, settings, epoch, trainer.global_step, grid_name)
+        card = model_card(self.hub_model_id, trainer, epoch, grid)
         snapshot = _snapshot(folder, grid, card)
         self._pending.append(self._executor.submit(self._push, snapshot, epoch))
 
@@ -115,8 +170,7 @@ class PushToHubCallback(Callback):
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Wait for the last push, so the process does not exit with an upload half done."""
-        for future in list(self._pending):
-            future.exception()  # blocks until it is done
+        wait(self._pending)
         self._raise_failed_pushes()
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -127,11 +181,7 @@ class PushToHubCallback(Callback):
 
 
 def _snapshot(folder: Path, grid: Path | None, card: str) -> Path:
-    """Hard-link the pipeline files, grid and card into a private folder for the upload.
-
-    Exports replace files by renaming, so the links keep this version while the next export
-    lands. Only pipeline entries are taken: no checkpoint or stray file reaches the Hub.
-    """
+    """Hard-link the pipeline files, grid and card aside: the next export renames over them."""
     snapshot = Path(tempfile.mkdtemp(prefix="ddpm-lightning-push-"))
     subfolders = [name for name in ("unet", "scheduler") if (folder / name).exists()]
     for name in [PIPELINE_MARKER, *subfolders]:

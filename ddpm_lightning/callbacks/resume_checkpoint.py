@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import TorchCheckpointIO
@@ -19,11 +21,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from ddpm_lightning.callbacks.epoch_schedule import is_last_epoch
-from ddpm_lightning.errors import is_disk_full
+from ddpm_lightning.errors import DiskFullError, is_disk_full
 from ddpm_lightning.private_apis import last_saved_step
-from ddpm_lightning.utils.atomic_checkpoint_io import AtomicCheckpointIO
-
-__all__ = ["AtomicCheckpointIO", "ResumeCheckpoint", "TrainingInterrupted"]
+from ddpm_lightning.utils.atomic_files import write_atomically
 
 #: The temporary files of ``write_atomically`` for a checkpoint: ``.last.ckpt.k3j9_x2a.tmp``.
 _CHECKPOINT_TEMPORARY = re.compile(r"^\..+\.ckpt\.[^.]+\.tmp$")
@@ -34,6 +34,32 @@ _PRESS_MESSAGES = {
     2: "\nCtrl-C again: stopping after this batch, saving checkpoints/interrupted.ckpt. "
     "Press Ctrl-C once more to stop at once, saving nothing.\n",
 }
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` streaming ``torch.save`` through :func:`write_atomically`."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
+    ) -> None:
+        """Write ``checkpoint`` atomically (remote paths: as Lightning); DiskFullError if full."""
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        try:
+            write_atomically(path, lambda file: torch.save(checkpoint, file))
+        except Exception as error:
+            if not is_disk_full(error):
+                raise
+            path = Path(path)
+            kept = "no partial file was left"
+            if path.exists():
+                kept = f"the earlier {path.name} is unchanged"
+            raise DiskFullError(
+                errno.ENOSPC,
+                f"No space left on device while saving the checkpoint {str(path)!r}: {kept}. Free "
+                f"some space (older epochNNNN.ckpt files in {str(path.parent)!r} can go), then "
+                "resume with --ckpt_path last (ckpt_path='last' in Python).",
+            ) from error
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -50,22 +76,15 @@ def remove_checkpoint_temporaries(folder: str | os.PathLike) -> list[Path]:
 
 
 class ResumeCheckpoint(ModelCheckpoint):
-    """``checkpoints/last.ckpt`` after every epoch, and stops that ``last`` resumes exactly.
+    """``checkpoints/last.ckpt`` after every epoch, written atomically; Ctrl-C stops cleanly.
 
-    ``last.ckpt`` is rewritten at every epoch end whatever the periodic checkpoints do. The
-    callback also installs :class:`AtomicCheckpointIO` (over Lightning's default writer only)
-    and takes over Ctrl-C: the first press stops once the epoch's ``last.ckpt`` is saved, the
-    second after the current batch, the third at once. A mid-epoch stop (the second Ctrl-C,
-    SIGTERM or an error) saves ``interrupted.ckpt``, deleted once a later epoch finishes.
-
-    ``interrupted.ckpt`` is no ``last`` candidate: Lightning cannot resume this DataLoader
-    mid-epoch (it starts the epoch's batches over), so its run ends with other weights.
+    Ctrl-C once stops after the epoch's ``last.ckpt``, twice after the batch, thrice at once. A
+    mid-epoch stop saves ``interrupted.ckpt`` (no ``last`` candidate: Lightning restarts the
+    epoch's batches), deleted once a later epoch finishes.
 
     Args:
         dirpath: the checkpoints folder (``output_dir/checkpoints``).
-        every_n_train_steps: also rewrite ``last.ckpt`` every N optimizer steps within an epoch,
-            for long epochs; a resume from such a mid-epoch file restarts that epoch's data
-            order (close to, not exactly, the uninterrupted run).
+        every_n_train_steps: also refresh ``last.ckpt`` every N steps in an epoch (inexact resume).
     """
 
     def __init__(self, dirpath: str | os.PathLike, every_n_train_steps: int | None = None) -> None:
@@ -105,7 +124,7 @@ class ResumeCheckpoint(ModelCheckpoint):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        """Stop after this batch on the second Ctrl-C (every rank at the same batch)."""
+        """Refresh ``last.ckpt`` every N steps if asked; stop here on the second Ctrl-C."""
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         every, step = self.every_n_train_steps_last, trainer.global_step
         last_batch = batch_idx + 1 >= trainer.num_training_batches  # saved at the epoch's end
@@ -171,7 +190,7 @@ class ResumeCheckpoint(ModelCheckpoint):
         )
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Give Ctrl-C back (Lightning's teardown restores it too)."""
+        """Give Ctrl-C back."""
         super().teardown(trainer, pl_module, stage)
         self._restore_sigint_handler()
 
@@ -204,6 +223,6 @@ def _agreed(trainer: Trainer, decision: bool) -> bool:
 def _describe(exception: BaseException) -> str:
     if isinstance(exception, SIGTERMException):
         return "SIGTERM"
-    if isinstance(exception, KeyboardInterrupt):  # ours say how often Ctrl-C was pressed
+    if isinstance(exception, KeyboardInterrupt):
         return str(exception) or "Ctrl-C"
     return f"{type(exception).__name__}: {exception}"

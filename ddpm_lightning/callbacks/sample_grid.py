@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from ddpm_lightning.callbacks.epoch_schedule import is_due
@@ -27,8 +26,6 @@ RUN_ADVICE = (
 
 class SampleGridCallback(Callback):
     """Every ``save_image_epochs`` epochs and after the last, save ``samples/<epoch:04d>.png``.
-
-    Loggers that take images (TensorBoard's ``add_image``, W&B's ``log_image``) get it too.
 
     Args:
         output_dir: the run's folder (the tutorial's ``output_dir``).
@@ -72,10 +69,7 @@ class SampleGridCallback(Callback):
         return self.output_dir / "samples" / f"{epoch:04d}.png"
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Stop before training if an earlier run's grids would be overwritten.
-
-        Not in ``setup``: only now does ``trainer.ckpt_path`` say whether this run resumes one.
-        """
+        """Stop before training over an earlier run's grids (``ckpt_path`` is known now)."""
         grids = sorted((self.output_dir / "samples").glob("*.png"))
         resuming = trainer.ckpt_path is not None
         refuse_to_overwrite(grids, self.overwrite_output_dir or resuming, RUN_ADVICE)
@@ -90,16 +84,13 @@ class SampleGridCallback(Callback):
         )
         images = generator.on_all_ranks(image_seeds(self.seed, self.eval_batch_size))
         if trainer.is_global_zero:
-            self._write(trainer, image_grid(images, self.cols), trainer.current_epoch)
+            grid = image_grid(images, self.cols)
+            self.last_grid_path = save_png(grid, self.grid_path(trainer.current_epoch))
+            for logger in trainer.loggers:  # those that take images (TensorBoard, W&B) get it too
+                experiment = getattr(logger, "experiment", None)
+                if hasattr(experiment, "add_image"):
+                    experiment.add_image("samples", to_uint8(grid), trainer.global_step)
+                elif hasattr(logger, "log_image"):
+                    (image,) = to_pil(grid.unsqueeze(0))
+                    logger.log_image(key="samples", images=[image], step=trainer.global_step)
         trainer.strategy.barrier("sample_grid_written")
-
-    def _write(self, trainer: Trainer, grid: torch.Tensor, epoch: int) -> None:
-        path = save_png(grid, self.grid_path(epoch))
-        self.last_grid_path = path
-        for logger in trainer.loggers:
-            experiment = getattr(logger, "experiment", None)
-            if hasattr(experiment, "add_image"):
-                experiment.add_image("samples", to_uint8(grid), trainer.global_step)
-            elif hasattr(logger, "log_image"):
-                (image,) = to_pil(grid.unsqueeze(0))
-                logger.log_image(key="samples", images=[image], step=trainer.global_step)

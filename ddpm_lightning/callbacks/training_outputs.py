@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch import Callback
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
@@ -15,18 +17,41 @@ from ddpm_lightning.callbacks.pipeline_export import PipelineExportCallback
 from ddpm_lightning.callbacks.push_to_hub import PushToHubCallback
 from ddpm_lightning.callbacks.resume_checkpoint import ResumeCheckpoint
 from ddpm_lightning.callbacks.sample_grid import SampleGridCallback
-from ddpm_lightning.callbacks.throughput import ImageThroughputMonitor
 from ddpm_lightning.sampling import check_sampler_name
 from ddpm_lightning.utils.checks import check_at_least
 
 
+def _images_in(batch: Any) -> int:
+    return int(batch["images"].shape[0])
+
+
+class ImageThroughputMonitor(ThroughputMonitor):
+    """``ThroughputMonitor`` for ``{"images": (B, C, H, W)}`` batches: images/s, FLOP/s, MFU.
+
+    Args:
+        window_size: batches averaged per reading.
+        flops_per_image: FLOPs per training image, forward and backward (3.72e11: tutorial UNet).
+    """
+
+    def __init__(self, window_size: int = 50, flops_per_image: float | None = None) -> None:
+        super().__init__(batch_size_fn=_images_in, window_size=window_size)
+        self.flops_per_image = flops_per_image
+
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Tell Lightning the batch's FLOPs (if known) before it updates the throughput."""
+        flops = self.flops_per_image
+        pl_module.flops_per_batch = None if flops is None else flops * _images_in(batch)
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+@dataclass
 class TrainingOutputs:
     """What the tutorial's ``TrainingConfig`` says about outputs (the CLI's ``--output.*``).
 
-    ``callbacks()`` and ``logger()`` write it all: ``samples/NNNN.png`` grids, the pipeline in
-    ``output_dir``, a Hub push, TensorBoard logs in ``output_dir/logs``, and ``checkpoints/``:
-    ``epochNNNN.ckpt`` and the ``last.ckpt`` that ``--ckpt_path last`` resumes (see
-    :class:`ResumeCheckpoint` for Ctrl-C).
+    ``callbacks()`` and ``logger()`` write grids, the pipeline, Hub pushes, TensorBoard logs in
+    ``output_dir/logs`` and ``checkpoints/`` (``epochNNNN.ckpt``, ``last.ckpt``).
 
     Args:
         output_dir: the run's folder; also the pipeline folder, as in the tutorial.
@@ -49,66 +74,39 @@ class TrainingOutputs:
         fid_num_images: images generated for each FID (split across devices).
     """
 
-    def __init__(
-        self,
-        output_dir: str = "ddpm-butterflies-128",
-        save_image_epochs: int = 10,
-        save_model_epochs: int = 30,
-        eval_batch_size: int = 16,
-        seed: int = 0,
-        push_to_hub: bool = False,
-        hub_model_id: str | None = None,
-        hub_private_repo: bool = False,
-        overwrite_output_dir: bool = False,
-        use_ema: bool = False,
-        ema_max_decay: float = 0.9999,
-        sampler: str = "ddpm",
-        num_inference_steps: int = 1000,
-        checkpoint_every_n_epochs: int | None = None,
-        throughput_window: int = 20,
-        fid_every_n_epochs: int | None = None,
-        fid_num_images: int = 1000,
-        checkpoint_every_n_train_steps: int | None = None,
-    ) -> None:
-        check_sampler_name(sampler)
-        minimums = {
-            "save_image_epochs": (save_image_epochs, 1),
-            "save_model_epochs": (save_model_epochs, 1),
-            "eval_batch_size": (eval_batch_size, 1),
-            "num_inference_steps": (num_inference_steps, 1),
-            "checkpoint_every_n_epochs": (checkpoint_every_n_epochs, 1),
-            "checkpoint_every_n_train_steps": (checkpoint_every_n_train_steps, 1),
-            "fid_every_n_epochs": (fid_every_n_epochs, 1),
-            "fid_num_images": (fid_num_images, 2),
-            "throughput_window": (throughput_window, 2),
-        }
-        for name, (value, minimum) in minimums.items():
-            if value is not None:  # None: the documented default or off, never 0
-                check_at_least(name, value, minimum)
-        self.output_dir = Path(output_dir)
-        self.save_image_epochs = save_image_epochs
-        self.save_model_epochs = save_model_epochs
-        self.eval_batch_size = eval_batch_size
-        self.seed = seed
-        self.push_to_hub = push_to_hub
-        self.hub_model_id = hub_model_id
-        self.hub_private_repo = hub_private_repo
-        self.overwrite_output_dir = overwrite_output_dir
-        self.use_ema = use_ema
-        self.ema_max_decay = ema_max_decay
-        self.sampler = sampler
-        self.num_inference_steps = num_inference_steps
-        self.checkpoint_every_n_epochs = checkpoint_every_n_epochs or save_model_epochs
-        self.checkpoint_every_n_train_steps = checkpoint_every_n_train_steps
-        self.throughput_window = throughput_window
-        self.fid_every_n_epochs = fid_every_n_epochs
-        self.fid_num_images = fid_num_images
+    output_dir: str | Path = "ddpm-butterflies-128"
+    save_image_epochs: int = 10
+    save_model_epochs: int = 30
+    eval_batch_size: int = 16
+    seed: int = 0
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    hub_private_repo: bool = False
+    overwrite_output_dir: bool = False
+    use_ema: bool = False
+    ema_max_decay: float = 0.9999
+    sampler: str = "ddpm"
+    num_inference_steps: int = 1000
+    checkpoint_every_n_epochs: int | None = None
+    throughput_window: int = 20
+    fid_every_n_epochs: int | None = None
+    fid_num_images: int = 1000
+    checkpoint_every_n_train_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        """Check every setting before any work; None means the documented default or off."""
+        check_sampler_name(self.sampler)
+        counts = """save_image_epochs save_model_epochs eval_batch_size num_inference_steps
+            checkpoint_every_n_epochs checkpoint_every_n_train_steps fid_every_n_epochs"""
+        minimums = dict.fromkeys(counts.split(), 1) | {"fid_num_images": 2, "throughput_window": 2}
+        for name, minimum in minimums.items():
+            if getattr(self, name) is not None:
+                check_at_least(name, getattr(self, name), minimum)
+        self.output_dir = Path(self.output_dir)
+        self.checkpoint_every_n_epochs = self.checkpoint_every_n_epochs or self.save_model_epochs
 
     def callbacks(self) -> list[Callback]:
-        """EMA (if on), grid, export, push (if on), checkpoints, LR and throughput monitors.
-
-        The grid comes before the export so a push after the export carries the new grid.
-        """
+        """EMA, grid, export (after the grid: its push carries it), push, checkpoints, monitors."""
         callbacks: list[Callback] = []
         checkpoints = str(self.output_dir / "checkpoints")
         if self.use_ema:

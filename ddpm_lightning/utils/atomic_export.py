@@ -13,7 +13,7 @@ from diffusers import DiffusionPipeline
 from ddpm_lightning.errors import DiskFullError, is_disk_full
 from ddpm_lightning.utils.overwrite_guard import refuse_to_overwrite
 
-#: The file whose presence marks a folder as a diffusers pipeline.
+#: The file whose presence marks a folder as a diffusers pipeline (written last).
 PIPELINE_MARKER = "model_index.json"
 #: Hidden folders in the target: the new pipeline being written, and the entries it replaces.
 STAGING_PREFIX = ".export-staging-"
@@ -28,10 +28,7 @@ def is_pipeline_folder(path: str | os.PathLike) -> bool:
 def save_pipeline_atomically(
     pipeline: DiffusionPipeline, target: str | os.PathLike, overwrite: bool
 ) -> Path:
-    """Save ``pipeline`` into ``target``, replacing an earlier pipeline only by a complete one.
-
-    Written to a staging folder inside ``target`` first, so that the swap is renames on one
-    file system (the marker file last); other files in ``target`` (samples, logs) stay.
+    """Save ``pipeline`` into ``target`` by renames from a staging folder; other files stay.
 
     Raises:
         OutputExistsError: ``target`` already holds a pipeline and ``overwrite`` is False.
@@ -46,10 +43,9 @@ def save_pipeline_atomically(
     except Exception as error:
         if not is_disk_full(error):
             raise
-        previous = is_pipeline_folder(target)
-        kept = (
-            "The pipeline that was there is unchanged" if previous else "Nothing was written there"
-        )
+        kept = "The pipeline that was there is unchanged"
+        if not is_pipeline_folder(target):
+            kept = "Nothing was written there"
         raise DiskFullError(
             errno.ENOSPC,
             f"No space left on device while saving the pipeline to {str(target)!r}. {kept}, and "
@@ -61,12 +57,7 @@ def save_pipeline_atomically(
 
 
 def recover_interrupted_export(target: str | os.PathLike) -> None:
-    """Clean up after an export into ``target`` that was killed midway (kill -9, power loss).
-
-    Staging folders are deleted. An entry missing from ``target`` is moved back from the newest
-    backup (a kill between its two renames leaves it only there), then backups are deleted.
-    Assumes one export at a time per folder (a Trainer exports from global rank zero only).
-    """
+    """Undo a killed export: restore entries only its backups hold, delete its hidden folders."""
     target = Path(target)
     if not target.is_dir():
         return
@@ -90,16 +81,15 @@ def _swap_in(pipeline: DiffusionPipeline, target: Path) -> None:
     try:
         pipeline.save_pretrained(staging)
         backup = Path(tempfile.mkdtemp(prefix=BACKUP_PREFIX, dir=target))
-        names = sorted(os.listdir(staging), key=lambda name: name == PIPELINE_MARKER)
-        try:
-            for name in names:
-                if (target / name).exists():
-                    os.replace(target / name, backup / name)
-                moved.append(name)
-                os.replace(staging / name, target / name)
-        except OSError:
+        for name in sorted(os.listdir(staging), key=lambda name: name == PIPELINE_MARKER):
+            if (target / name).exists():
+                os.replace(target / name, backup / name)
+            moved.append(name)
+            os.replace(staging / name, target / name)
+    except OSError:
+        if backup is not None:
             _restore(target, staging, backup, moved)
-            raise
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if backup is not None:

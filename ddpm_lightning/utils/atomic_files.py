@@ -11,11 +11,7 @@ from typing import BinaryIO
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write`` on a temporary file beside ``path``, then rename it to ``path``.
-
-    The rename, on one file system, is atomic: a crash, a full disk or a kill leaves the
-    previous file (or none), never a truncated one. A failed write's file is removed.
-    """
+    """Call ``write`` on a temporary file beside ``path``, then rename it (atomic) to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

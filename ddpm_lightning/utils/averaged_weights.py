@@ -30,14 +30,12 @@ def swap_weights(callback: WeightAveraging, pl_module: LightningModule) -> None:
 def averaged_weights(trainer: Trainer | None, pl_module: LightningModule) -> Iterator[bool]:
     """Inside the block the module holds the averaged weights, if any (then it yields True).
 
-    Any ``WeightAveraging`` callback works; only :class:`~ddpm_lightning.callbacks.EMA` says
-    when validation has swapped them in already, so only it is safe in validation hooks.
+    Only :class:`~ddpm_lightning.callbacks.EMA` knows when validation swapped them in already.
     """
     callbacks = trainer.callbacks if trainer is not None else []
     averaging = (cb for cb in callbacks if isinstance(cb, WeightAveraging))
     callback = next((cb for cb in averaging if averaged_model(cb) is not None), None)
     if callback is None or getattr(callback, "average_in_module", False):
-        # In validation the averaged weights are in place already: swapping would undo it.
         yield callback is not None
         return
     swap_weights(callback, pl_module)

@@ -35,11 +35,9 @@ def grid_shape(
         if rows * cols < num_images:
             raise InvalidSettingError(f"A {rows}x{cols} grid cannot hold {num_images} images.")
         return rows, cols
-    if cols:
-        return math.ceil(num_images / cols), cols
     if rows:
         return rows, math.ceil(num_images / rows)
-    cols = math.ceil(math.sqrt(num_images))
+    cols = cols or math.ceil(math.sqrt(num_images))
     return math.ceil(num_images / cols), cols
 
 

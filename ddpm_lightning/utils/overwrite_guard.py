@@ -10,14 +10,9 @@ from ddpm_lightning.errors import OutputExistsError
 
 
 def refuse_to_overwrite(paths: Iterable[str | os.PathLike], overwrite: bool, advice: str) -> None:
-    """Raise ``FileExistsError`` naming the first of ``paths`` that exists, unless ``overwrite``.
-
-    Called before any work, so nothing is computed only to be refused; ``advice`` says how on.
-    """
-    if overwrite:
-        return
+    """Before any work, raise ``OutputExistsError`` naming the first of ``paths`` that exists."""
     existing = [Path(path) for path in paths if Path(path).exists()]
-    if existing:
+    if existing and not overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise OutputExistsError(
             f"{str(existing[0])!r}{more} already exists, from an earlier run, and would be "
