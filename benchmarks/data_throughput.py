@@ -5,17 +5,26 @@ then only indexes uint8 arrays. The figure that matters for training is the stea
 headline is the second epoch; the first one (with the one-time decode) is reported beside it.
 Each side and each repeat gets a fresh, empty ``datasets`` cache, so the decode is never a
 leftover from an earlier run.
+
+``--compare num_proc`` times the decode into the cache (``prepare_data`` on a fresh cache)
+with ``num_proc`` 1 and 2 on photo-sized JPEGs made from the butterflies, and checks the bytes
+are the same; ``--compare streaming`` sets the streaming path's steady images/s beside the
+cached path's.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import _common
 import torch
+from PIL import Image
 from tutorial_loop import tutorial_dataloader, tutorial_dataset
 
 from ddpm_lightning import ImageDataModule
@@ -26,6 +35,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=str(_common.DEFAULT_DATA_DIR), help="image folder")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=16, help="images per batch")
+    parser.add_argument(
+        "--compare",
+        choices=("tutorial", "num_proc", "streaming"),
+        default="tutorial",
+        help="tutorial: ours against the tutorial's loader; num_proc: decode with 1 and 2 "
+        "processes; streaming: streamed against cached",
+    )
+    parser.add_argument(
+        "--decode-images", type=int, default=2000, help="num_proc: JPEGs in the workload"
+    )
+    parser.add_argument(
+        "--decode-width", type=int, default=768, help="num_proc: the JPEGs' width in px"
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -47,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     _common.add_common_arguments(parser, "data_throughput")
     args = parser.parse_args(argv)
+    if args.compare != "tutorial" and args.output == _common.RESULTS_DIR / "data_throughput.json":
+        args.output = _common.RESULTS_DIR / f"data_throughput_{args.compare}.json"
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the second epoch is what is measured")
     return args
@@ -129,10 +153,145 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def make_photo_workload(source: Path, folder: Path, count: int, width: int) -> Path:
+    """``count`` JPEGs of photo size: the butterflies resized to ``width`` px wide, repeated."""
+    sources = sorted(source.glob("*.jpg"))
+    for index, path in zip(range(count), itertools.cycle(sources)):
+        with Image.open(path) as image:
+            height = round(image.height * width / image.width)
+            image.convert("RGB").resize((width, height), Image.BICUBIC).save(
+                folder / f"{index:05d}.jpg", quality=90
+            )
+    return folder
+
+
+def decode_once(data_dir: Path, args: argparse.Namespace, num_proc: int) -> dict[str, Any]:
+    """Seconds of the decode into a fresh cache, and a digest of the decoded pixels."""
+    with tempfile.TemporaryDirectory(prefix="bench_decode_cache_") as cache_dir:
+        datamodule = ImageDataModule(
+            data_dir=str(data_dir),
+            image_size=args.image_size,
+            cache_dir=cache_dir,
+            num_proc=num_proc,
+        )
+        started = time.perf_counter()
+        datamodule.load_dataset()  # the raw load (its cache), not timed as decoding
+        load_s = time.perf_counter() - started
+        started = time.perf_counter()
+        datamodule.prepare_data()  # a cache hit for the raw load, then the map into the cache
+        decode_s = time.perf_counter() - started
+        datamodule.setup("fit")
+        dataset = datamodule.train_dataset
+        digest = hashlib.sha256(dataset.__getitems__(list(range(len(dataset)))).numpy()).hexdigest()
+    return {
+        "num_proc": num_proc,
+        "load_seconds": load_s,
+        "decode_seconds": decode_s,
+        "sha256": digest,
+    }
+
+
+def compare_num_proc(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench_photos_") as folder:
+        started = time.perf_counter()
+        data_dir = make_photo_workload(
+            Path(args.data_dir), Path(folder), args.decode_images, args.decode_width
+        )
+        print(
+            f"made {args.decode_images} JPEGs {args.decode_width} px wide in "
+            f"{time.perf_counter() - started:.1f}s",
+            flush=True,
+        )
+        runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+        for repeat in range(args.repeats):
+            for num_proc in (1, 2) if repeat % 2 == 0 else (2, 1):
+                run = decode_once(data_dir, args, num_proc)
+                runs[num_proc].append(run)
+                print(
+                    f"repeat {repeat} num_proc={num_proc}: decode {run['decode_seconds']:.2f}s "
+                    f"(load {run['load_seconds']:.2f}s)",
+                    flush=True,
+                )
+    digests = {run["sha256"] for run in runs[1] + runs[2]}
+    one, two = (_common.median([r["decode_seconds"] for r in runs[n]]) for n in (1, 2))
+    results.update(
+        runs=runs,
+        same_bytes=len(digests) == 1,
+        decode_speedup=one / two,
+        target_met=one / two >= 1.6,
+    )
+    rows = []
+    for num_proc, seconds in ((1, one), (2, two)):
+        rows.append(
+            [num_proc, args.decode_images, seconds, args.decode_images / seconds, one / seconds]
+        )
+    print(_common.format_table(["num_proc", "images", "decode s", "images/s", "speed-up"], rows))
+    print(
+        f"same bytes: {len(digests) == 1}; num_proc=2 decodes {one / two:.2f}x as fast "
+        f"(target >= 1.6x: {'met' if one / two >= 1.6 else 'NOT met'})"
+    )
+
+
+def steady_images_per_s(args: argparse.Namespace, streaming: bool) -> dict[str, Any]:
+    """Images/s of the second epoch (the first includes the cached path's decode)."""
+    with tempfile.TemporaryDirectory(prefix="bench_stream_cache_") as cache_dir:
+        datamodule = ImageDataModule(
+            data_dir=args.data_dir,
+            image_size=args.image_size,
+            train_batch_size=args.batch,
+            cache_dir=cache_dir,
+            streaming=streaming,
+        )
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        loader = datamodule.train_dataloader()
+        epochs = []
+        for epoch in range(2):
+            if streaming:
+                datamodule.train_dataset.epoch_of = lambda epoch=epoch: epoch  # as the Trainer's
+            else:
+                loader.sampler.set_epoch(epoch)
+            images, started = 0, time.perf_counter()
+            for batch in loader:
+                images += datamodule.on_after_batch_transfer(batch, 0)["images"].shape[0]
+            epochs.append({"images": images, "seconds": time.perf_counter() - started})
+    return {"streaming": streaming, "epochs": epochs, "images_per_s": _rate(epochs[1])}
+
+
+def compare_streaming(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    runs: dict[str, list[dict[str, Any]]] = {"cached": [], "streaming": []}
+    for repeat in range(args.repeats):
+        for streaming in (False, True) if repeat % 2 == 0 else (True, False):
+            run = steady_images_per_s(args, streaming)
+            runs["streaming" if streaming else "cached"].append(run)
+            print(
+                f"repeat {repeat} {'streaming' if streaming else 'cached'}: "
+                f"{run['images_per_s']:.1f} images/s",
+                flush=True,
+            )
+    cached, streamed = (_common.median([r["images_per_s"] for r in runs[k]]) for k in runs)
+    results.update(runs=runs, streaming_to_cached=streamed / cached)
+    rows = [["cached (decoded once)", cached, 1.0], ["streaming", streamed, streamed / cached]]
+    print(_common.format_table(["path", "epoch 2 images/s", "ratio"], rows))
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     _common.set_threads(args.threads)
     machine = _common.machine_info("cpu")
+    if args.compare != "tutorial":
+        results = {
+            "benchmark": f"data_throughput_{args.compare}",
+            "machine": machine,
+            "arguments": {k: str(v) for k, v in vars(args).items()},
+        }
+        print(
+            f"{_common.describe_machine(machine)}; {args.image_size} px, median of "
+            f"{args.repeats} runs per side, alternating"
+        )
+        (compare_num_proc if args.compare == "num_proc" else compare_streaming)(args, results)
+        _common.write_json(args.output, results)
+        return results
     results: dict[str, Any] = {
         "benchmark": "data_throughput",
         "machine": machine,

@@ -100,7 +100,7 @@ class DDPMModule(LightningModule):
         channels_last: channels-last UNet and inputs (faster convolutions on tensor cores).
         compile_unet: ``torch.compile`` the UNet in place (same checkpoints; minutes to compile).
         gradient_checkpointing: recompute the UNet's activations in the backward pass: less
-            memory for larger images or batches, for about a third more compute per step.
+            memory for larger images or batches, for more compute per step.
         float32_matmul_precision: ``high`` allows TF32 on Ampere+ GPUs (process-wide).
     """
 
