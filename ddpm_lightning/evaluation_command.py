@@ -41,8 +41,7 @@ def evaluate(
 ) -> list[dict]:
     """Print FID and KID of a model's samples against its training images, per sampler.
 
-    Every row samples the same seeds, so rows differ only by sampler and step count. The real
-    images' statistics are cached (shared with the FID callback of training runs).
+    Every row samples the same seeds; the real statistics cache is shared with FIDCallback.
 
     Args:
         source: a .ckpt file (EMA weights when EMA was on), a pipeline folder, or a Hub id.
@@ -60,18 +59,16 @@ def evaluate(
         cache_dir: where real statistics are cached (None: never cached).
         device: ``cuda`` or ``cpu``.
     """
-    if isinstance(samplers, str):
-        samplers = samplers.split(",")
-    pairs = [parse_sampler_steps(spec.strip()) for spec in samplers]
+    specs = samplers.split(",") if isinstance(samplers, str) else samplers
+    pairs = [parse_sampler_steps(spec.strip()) for spec in specs]
     module = load_module(source).to(device)
-    hparams = module.hparams
     real = ImageDataModule(
         dataset_name=dataset_name,
         data_dir=data_dir,
         split=split,
         image_column=image_column,
-        image_size=hparams.image_size,
-        channels=hparams.channels,
+        image_size=module.hparams.image_size,
+        channels=module.hparams.channels,
         random_flip=False,
     )
     rows = evaluate_samplers(

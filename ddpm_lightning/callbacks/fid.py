@@ -6,7 +6,6 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
-from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.models.ddpm_module import SamplerName
 from ddpm_lightning.private_apis import val_check_time_interval
 from ddpm_lightning.quality import (
@@ -15,55 +14,39 @@ from ddpm_lightning.quality import (
     SampleQualityEvaluator,
     build_feature_extractor,
     dataset_identity,
-    feature_extractor_id,
 )
+from ddpm_lightning.quality.evaluator import check_num_images
 from ddpm_lightning.quality.feature_extractors import check_inception_feature
 from ddpm_lightning.sampling import check_sampler_name
 from ddpm_lightning.sampling.generation import ImageGenerator
 from ddpm_lightning.utils.checks import check_at_least
 
-#: How to log values that are already global and equal on every rank: sync_dist with "max"
-#: cannot change them; it only keeps Lightning from warning about unsynced epoch-level logs.
-_GLOBAL_VALUE = dict(
-    on_step=False, on_epoch=True, sync_dist=True, reduce_fx="max", rank_zero_only=False
-)
+#: For values already global: "max" changes nothing but silences Lightning's unsynced warning.
+_GLOBAL_VALUE = dict(on_step=False, on_epoch=True, sync_dist=True, reduce_fx="max")
 
 
 class FIDCallback(Callback):
     """Logs FID and KID of generated samples every few epochs, for ModelCheckpoint to monitor.
 
-    The same seeds ``seed, seed + 1, ...`` every time, so values compare across epochs; split
-    over ranks; sampled with the EMA weights (if an EMA callback is present) under the
-    Trainer's precision. Every rank logs the global values ``{metric_prefix}fid``, ``...kid``
-    (mean) and ``...kid_std``.
-
-    It computes where ModelCheckpoint reads the metric: at train epoch end, or at the first
-    validation end of a due epoch when validation runs other than once at every epoch's end
-    (``check_val_every_n_epoch != 1``, a fractional or time-based ``val_check_interval``).
-    With ``every_n_epochs > 1``, give ModelCheckpoint the same ``every_n_epochs``, or it warns
-    (or fails) on the epochs without FID.
-
-    Real statistics come from the datamodule's ``train_dataset`` and are cached in
-    ``cache_dir``. The default extractor, torchmetrics' Inception-v3, downloads its weights on
-    first use; offline, pass ``feature_extractor_weights_path`` or any ``feature_extractor``
-    module (``class_path``/``init_args`` in YAML).
+    Samples the same seeds every time, split over ranks, with the EMA weights (if any) under
+    the Trainer's precision; every rank logs ``{metric_prefix}fid``, ``...kid``, ``...kid_std``.
+    Computed where ModelCheckpoint reads the metric (train epoch end, or the first validation
+    end of a due epoch); with ``every_n_epochs > 1`` give ModelCheckpoint the same value.
+    Real statistics come from the datamodule's ``train_dataset``. The default Inception-v3
+    downloads its weights on first use; offline, pass ``feature_extractor_weights_path``.
 
     Args:
         num_images: images generated per evaluation (over all ranks; at least 2).
         seed: the first image's seed; also seeds KID's subset draws.
         batch_size: images per generation and extractor batch on each rank.
         feature: Inception layer (64, 192, 768 or 2048) when no feature_extractor is given.
-        feature_extractor: a module mapping uint8 (N, 3, H, W) images to (N, d) features, with a
-            ``num_features`` attribute (else one probe batch finds d).
-        feature_extractor_key: names the extractor in the cache key (default: class and size;
-            set it when two extractors of one class differ in weights).
+        feature_extractor: a module mapping uint8 (N, 3, H, W) images to (N, num_features).
+        feature_extractor_key: names the extractor in the cache key (default: class and size).
         max_real_images: use only the first this many training images as the real set.
         dataset_key: names the dataset in the cache key instead of its name and folder.
         cache_dir: where real statistics are cached; None recomputes them every run.
-        kid_subset_size: images per KID subset (default: the smaller of 100, ``num_images``
-            and the number of real images).
-        evaluate_at_train_end: also compute when training ends (straight to the loggers, as
-            ``self.log`` is not allowed there), unless just computed.
+        kid_subset_size: images per KID subset (default: the smaller of 100 and the image counts).
+        evaluate_at_train_end: also compute when training ends (straight to the loggers).
     """
 
     def __init__(
@@ -87,10 +70,7 @@ class FIDCallback(Callback):
         metric_prefix: str = "val/",
     ) -> None:
         check_at_least("every_n_epochs", every_n_epochs, 1)
-        if num_images < 2:
-            raise InvalidSettingError(
-                f"FID needs at least 2 generated images, got num_images={num_images}."
-            )
+        check_num_images(num_images)
         check_at_least("batch_size", batch_size, 1)
         check_sampler_name(sampler)
         if feature_extractor is None:
@@ -128,9 +108,7 @@ class FIDCallback(Callback):
         extractor = build_feature_extractor(
             self.feature_extractor, self.feature, self.feature_extractor_weights_path
         )
-        key = self.feature_extractor_key
-        if key is None and self.feature_extractor is None:
-            key = feature_extractor_id(extractor, self.feature, self.feature_extractor_weights_path)
+        key = self.feature_extractor_key  # None: the class and size (and Inception's weights)
         self._evaluator = SampleQualityEvaluator(
             extractor, key, self.cache_dir, self.kid_subsets, self.kid_subset_size, self.seed
         )
@@ -158,19 +136,12 @@ class FIDCallback(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Compute and log here unless ModelCheckpoint saves at validation end (see class)."""
-        if not _checkpoints_at_validation_end(trainer) and self._due(trainer):
-            self._log(pl_module, self._evaluate(trainer, pl_module))
+        self._log_if_due(trainer, pl_module, at_val_end=False)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Compute and log at the first validation of a due epoch, when checkpoints wait for it."""
-        if (
-            self._evaluator is not None
-            and not trainer.sanity_checking
-            and trainer.state.fn == "fit"
-            and _checkpoints_at_validation_end(trainer)
-            and self._due(trainer)
-        ):
-            self._log(pl_module, self._evaluate(trainer, pl_module))
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._log_if_due(trainer, pl_module, at_val_end=True)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Optionally compute once more for the final weights, straight to the loggers."""
@@ -186,9 +157,14 @@ class FIDCallback(Callback):
         if stage == "fit":
             self._evaluator = None
 
-    def _due(self, trainer: Trainer) -> bool:
+    def _log_if_due(self, trainer: Trainer, pl_module: LightningModule, at_val_end: bool) -> None:
+        """Evaluate where ModelCheckpoint reads, once in every ``every_n_epochs``-th epoch."""
         epoch = trainer.current_epoch
-        return (epoch + 1) % self.every_n_epochs == 0 and self._last_epoch != epoch
+        due = (epoch + 1) % self.every_n_epochs == 0 and self._last_epoch != epoch
+        if not due or _checkpoints_at_validation_end(trainer) != at_val_end:
+            return
+        for name, value in self._evaluate(trainer, pl_module).items():
+            pl_module.log(self.metric_prefix + name, value, prog_bar=name == "fid", **_GLOBAL_VALUE)
 
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         generator = ImageGenerator(
@@ -209,10 +185,6 @@ class FIDCallback(Callback):
         )
         return values
 
-    def _log(self, pl_module: LightningModule, values: dict[str, float]) -> None:
-        for name, value in values.items():
-            pl_module.log(self.metric_prefix + name, value, prog_bar=name == "fid", **_GLOBAL_VALUE)
-
     def _require_evaluator(self) -> SampleQualityEvaluator:
         if self._evaluator is None:
             raise RuntimeError("FIDCallback is only set up by Trainer.fit.")
@@ -220,10 +192,7 @@ class FIDCallback(Callback):
 
 
 def _checkpoints_at_validation_end(trainer: Trainer) -> bool:
-    """Whether ModelCheckpoint saves at validation end rather than at train epoch end.
-
-    Mirrors ModelCheckpoint's own rule (Lightning 2.6) for a run that validates at all.
-    """
+    """Whether ModelCheckpoint saves at validation end: its own rule (Lightning 2.6)."""
     num_val_batches = trainer.num_val_batches
     if isinstance(num_val_batches, list):
         num_val_batches = sum(num_val_batches)

@@ -1,6 +1,6 @@
 """Sample quality: scoring generated images with FID/KID against the training images."""
 
-from ddpm_lightning.quality.evaluator import SampleQualityEvaluator
+from ddpm_lightning.quality.evaluator import DEFAULT_CACHE_DIR, SampleQualityEvaluator
 from ddpm_lightning.quality.feature_extractors import (
     FeatureExtractorUnavailableError,
     InceptionFeature,
@@ -9,7 +9,6 @@ from ddpm_lightning.quality.feature_extractors import (
 )
 from ddpm_lightning.quality.real_images import dataset_identity, real_image_batches
 from ddpm_lightning.quality.sampler_comparison import evaluate_samplers, format_table
-from ddpm_lightning.quality.statistics_cache import DEFAULT_CACHE_DIR
 from ddpm_lightning.sampling.sharding import shard
 
 __all__ = [

@@ -43,8 +43,7 @@ def build_feature_extractor(
 ) -> nn.Module:
     """The given module (frozen), or torchmetrics' Inception-v3 at ``feature`` (2048: FID).
 
-    Raises:
-        FeatureExtractorUnavailableError: the Inception weights could not be downloaded or read.
+    Raises FeatureExtractorUnavailableError when the Inception weights cannot be read.
     """
     if feature_extractor is not None:
         return feature_extractor.eval().requires_grad_(False)
@@ -65,6 +64,7 @@ def build_feature_extractor(
     except Exception as error:  # URLError, HTTPError, timeouts, torch.load errors: all "no weights"
         message = _missing_weights_message(feature_extractor_weights_path, error)
         raise FeatureExtractorUnavailableError(message) from error
+    inception.weights_path = feature_extractor_weights_path  # for feature_extractor_id
     return inception.eval().requires_grad_(False)
 
 
@@ -94,6 +94,7 @@ def feature_extractor_id(
     """What identifies the features in the cache key: class and size (and Inception's weights)."""
     kind = f"{type(extractor).__module__}.{type(extractor).__qualname__}/{num_features}"
     if hasattr(extractor, "features_list"):  # torch-fidelity's Inception: say which weights
+        weights_path = weights_path or getattr(extractor, "weights_path", None)
         kind += "/" + os.path.basename(weights_path or inception_weights_url())
     return kind
 
@@ -101,10 +102,8 @@ def feature_extractor_id(
 def count_features(extractor: nn.Module, image_shape: tuple[int, ...], device: torch.device) -> int:
     """The feature size: ``num_features``, Inception's layer, or one probe forward pass."""
     num_features = getattr(extractor, "num_features", None)
-    if isinstance(num_features, Tensor):
-        num_features = int(num_features.item())
-    if isinstance(num_features, int):
-        return num_features
+    if isinstance(num_features, int | Tensor):
+        return int(num_features)
     features_list = getattr(extractor, "features_list", None)
     if features_list and str(features_list[0]).isdigit():
         return int(features_list[0])
@@ -114,16 +113,13 @@ def count_features(extractor: nn.Module, image_shape: tuple[int, ...], device: t
 
 @torch.no_grad()
 def extract_features(extractor: nn.Module, images: Tensor) -> Tensor:
-    """Float32 (N, d) features of uint8 (N, C, H, W) images, grayscale repeated to RGB.
-
-    Autocast is off: FID's covariances suffer from half-precision features.
-    """
+    """Float32 (N, d) features of uint8 (N, C, H, W) images; autocast off for FID's sake."""
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise TypeError(
             f"Expected uint8 (N, C, H, W) images, got {images.dtype} of shape "
             f"{tuple(images.shape)}."
         )
-    if images.shape[1] == 1:
+    if images.shape[1] == 1:  # grayscale repeated to RGB
         images = images.repeat(1, 3, 1, 1)
     try:
         autocast_off = torch.autocast(images.device.type, enabled=False)

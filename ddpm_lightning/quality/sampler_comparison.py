@@ -13,14 +13,16 @@ from torch import nn
 
 from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.models.ddpm_module import DDPMModule
-from ddpm_lightning.quality.evaluator import SampleQualityEvaluator
+from ddpm_lightning.quality.evaluator import (
+    DEFAULT_CACHE_DIR,
+    SampleQualityEvaluator,
+    check_num_images,
+)
 from ddpm_lightning.quality.feature_extractors import (
     InceptionFeature,
     build_feature_extractor,
-    feature_extractor_id,
 )
 from ddpm_lightning.quality.real_images import RealImages, dataset_identity
-from ddpm_lightning.quality.statistics_cache import DEFAULT_CACHE_DIR
 from ddpm_lightning.sampling.generation import ImageGenerator
 
 Precision = Literal["32", "bf16-mixed", "16-mixed"]
@@ -47,32 +49,23 @@ def evaluate_samplers(
 ) -> list[dict[str, Any]]:
     """FID and KID of ``module``'s samples for each (sampler, steps) pair, one row each.
 
-    Every row uses the seeds ``seed .. seed + num_images - 1``, so rows differ only by sampler
-    and steps. Runs in one process on the module's device. Settings named as FIDCallback's mean
-    the same, and the real statistics cache is shared with it. ``real_images`` is a datamodule
-    (its ``train_dataset``), a dataset of uint8 (C, H, W) tensors or a uint8 (N, C, H, W)
-    tensor: give the latter two a ``dataset_key`` to share the cache between runs.
-    ``samplers`` are (name, steps) pairs such as ``("ddim", 50)``; ``precision`` is ``32`` or
-    autocast for generation (``bf16-mixed``, ``16-mixed``).
+    Every row samples the seeds ``seed ..``, in one process on the module's device; settings
+    and real statistics cache are FIDCallback's. ``real_images``: a datamodule (its
+    ``train_dataset``), a dataset of uint8 (C, H, W) tensors or a uint8 (N, C, H, W) tensor
+    (give those a ``dataset_key`` to cache). ``samplers``: (name, steps) pairs like
+    ``("ddim", 50)``; ``precision``: ``32``, ``bf16-mixed`` or ``16-mixed`` (autocast).
 
     Returns:
-        One dict per pair: sampler, steps, num_images, fid, kid, kid_std and seconds (the
-        wall time of generating and scoring the row).
+        One dict per pair: sampler, steps, num_images, fid, kid, kid_std and seconds (wall time).
     """
-    if num_images < 2:
-        raise InvalidSettingError(
-            f"FID needs at least 2 generated images, got num_images={num_images}."
-        )
+    check_num_images(num_images)
     for name, steps in samplers:
         ImageGenerator(module, name, steps)  # checks the name and the step count, early
     source, identity = _real_source(real_images, dataset_key)
     extractor = build_feature_extractor(feature_extractor, feature, feature_extractor_weights_path)
-    key = feature_extractor_key
-    if key is None and feature_extractor is None:
-        key = feature_extractor_id(extractor, feature, feature_extractor_weights_path)
     evaluator = SampleQualityEvaluator(
-        extractor, key, cache_dir, kid_subsets, kid_subset_size, seed, sync_on_compute=False
-    )
+        extractor, feature_extractor_key, cache_dir, kid_subsets, kid_subset_size, seed, False
+    )  # False: sync_on_compute, as this runs in one process
     device = module.device
     evaluator.prepare(source, identity, device, max_real_images, batch_size)
     context = _generation_context(precision, device)
@@ -101,7 +94,6 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     widths = [max(len(cell) for cell in column) for column in zip(header, *lines, strict=True)]
 
     def render(cells: list[str]) -> str:
-        # The sampler name reads best left-aligned, the numbers right-aligned.
         padded = [cells[0].ljust(widths[0])]
         padded += [cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True)]
         return "| " + " | ".join(padded) + " |"
