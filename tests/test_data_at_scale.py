@@ -213,3 +213,11 @@ def test_two_process_ddp_streaming_gives_each_rank_its_own_images(
     )
     # Disjoint and together the whole epoch: the two ranks' images are the ten images.
     np.testing.assert_allclose(sorted(seen[0] + seen[1]), every_image, atol=1e-3)
+
+
+def test_fid_during_a_streamed_fit_is_a_clear_error(image_folder: Path, tmp_path: Path) -> None:
+    from ddpm_lightning.callbacks import FIDCallback
+
+    fid = FIDCallback(num_images=2, feature_extractor=torch.nn.Flatten(), cache_dir=None)
+    with pytest.raises(InvalidSettingError, match="streamed"):
+        fit_tiny(tmp_path / "run", image_folder, [fid], data={"streaming": True}, max_epochs=1)

@@ -6,6 +6,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
+from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.models.ddpm_module import SamplerName
 from ddpm_lightning.private_apis import val_check_time_interval
 from ddpm_lightning.quality import (
@@ -122,6 +123,12 @@ class FIDCallback(Callback):
             raise RuntimeError(
                 "FIDCallback takes its real images from the datamodule's train_dataset, but "
                 "this fit has none: pass a datamodule such as ImageDataModule to Trainer.fit."
+            )
+        if getattr(datamodule, "streaming", False):
+            raise InvalidSettingError(
+                "FIDCallback needs the real images in the decoded cache, but the data is "
+                "streamed: set data streaming to false for FID during training, or measure it "
+                "after training with `ddpm-lightning evaluate`."
             )
         evaluator.prepare(
             real_images,
