@@ -23,9 +23,9 @@ from ddpm_lightning.models import DDPMModule
 from ddpm_lightning.models.ddpm_module import SamplerName
 from ddpm_lightning.quiet import quiet_known_noise
 from ddpm_lightning.sampling.generation import ImageGenerator
-from ddpm_lightning.sampling.seeds import image_seeds
+from ddpm_lightning.sampling.seeds import image_seeds, labels_in_proportion
 from ddpm_lightning.utils.checks import check_at_least
-from ddpm_lightning.utils.images import grid_shape, image_grid, save_png
+from ddpm_lightning.utils.images import grid_shape, image_file_name, image_grid, save_png
 from ddpm_lightning.utils.overwrite_guard import refuse_to_overwrite
 
 TRAINER_SUBCOMMANDS = ("fit", "validate", "predict")
@@ -54,6 +54,9 @@ class DDPMLightningCLI(LightningCLI):
         parser.add_class_arguments(TrainingOutputs, "output")
         parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
         parser.link_arguments("data.init_args.channels", "model.init_args.channels")
+        # A label column's classes are known once the data is (instantiated and) read.
+        for name in ("num_classes", "id2label"):
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
     def after_instantiate_classes(self) -> None:
         """``predict`` generates from seeds (the module's ``predict_dataloader``), not from data."""
@@ -167,6 +170,8 @@ def sample(
     batch_size: int = 16,
     device: str = "cuda" if torch.cuda.is_available() else "cpu",
     overwrite: bool = False,
+    class_labels: list[str] | str | None = None,
+    guidance_scale: float = 1.0,
 ) -> list[Path]:
     """Generate images from a checkpoint, a pipeline folder or a Hub id; save PNGs and a grid.
 
@@ -182,15 +187,29 @@ def sample(
         batch_size: images sampled at once.
         device: ``cpu`` or ``cuda``.
         overwrite: replace images already in ``output_dir``.
+        class_labels: a class-conditional model's classes, ids or names (``red,blue``): the
+            images are spread evenly over them, and each file is named with its class.
+        guidance_scale: classifier-free guidance of a conditional model (1: none).
     """
     check_at_least("num_images", num_images, 1)
+    module = load_module(source).to(device)
+    labels, names = None, [None] * num_images
+    if isinstance(class_labels, str):
+        class_labels = class_labels.split(",")
+    ids = module.class_ids(class_labels)
+    if ids is not None:
+        labels = [ids[i] for i in labels_in_proportion([1] * len(ids), num_images)]
+        id2label = module.hparams.get("id2label") or {}
+        names = [id2label.get(label, str(label)) for label in labels]
     folder = Path(output_dir)
-    paths = [folder / f"{index:05d}.png" for index in range(num_images)] + [folder / "grid.png"]
+    paths = [folder / image_file_name(index, name) for index, name in enumerate(names)]
+    paths.append(folder / "grid.png")
     advice = "Choose another --output_dir, or replace them with --overwrite true."
     refuse_to_overwrite(paths, overwrite, advice)
-    module = load_module(source).to(device)
-    generator = ImageGenerator(module, sampler, num_inference_steps, batch_size)
-    images = generator(image_seeds(seed, num_images)).cpu()
+    generator = ImageGenerator(
+        module, sampler, num_inference_steps, batch_size, guidance_scale=guidance_scale
+    )
+    images = generator(image_seeds(seed, num_images), class_labels=labels).cpu()
     for path, image in zip(paths, images):
         save_png(image, path)
     _, cols = grid_shape(num_images)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import UNet2DModel
+from diffusers import DiffusionPipeline, UNet2DModel
 
 from ddpm_lightning.errors import MissingInputError, SourceUnavailableError, UsageError
 from ddpm_lightning.models import DDPMModule
@@ -67,11 +67,16 @@ def load_pipeline_module(source: str) -> DDPMModule:
             f"Could not open {source!r} as a diffusers pipeline: {error}\nGive a checkpoint file "
             "(.ckpt), a pipeline folder (with model_index.json), or a Hub id that can be reached."
         ) from error
-    size = config["sample_size"]
+    size, embeds = config["sample_size"], config.get("num_class_embeds")
+    id2label = None
+    if embeds:  # a class-conditional pipeline keeps its class names in model_index.json
+        id2label = DiffusionPipeline.load_config(source).get("id2label") or None
     return DDPMModule(
         image_size=size if isinstance(size, int) else size[0],
         channels=config["in_channels"],
         pretrained_model_name_or_path=source,
+        num_classes=embeds - 1 if embeds else None,
+        id2label={int(index): name for index, name in id2label.items()} if id2label else None,
     )
 
 

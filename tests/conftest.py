@@ -94,11 +94,12 @@ def fit_tiny(
     train_batch_size: int = 4,
     outputs: dict | None = None,
     data: dict | None = None,
+    model: dict | None = None,
     **trainer_kwargs,
 ):
     """Train the tiny UNet on ``image_folder`` with EMA, grids, exports and checkpoints every
-    epoch into ``run_dir`` (``outputs`` overrides ``every_epoch_outputs``, ``data`` adds
-    ``ImageDataModule`` arguments); the Trainer."""
+    epoch into ``run_dir`` (``outputs`` overrides ``every_epoch_outputs``, ``data`` and
+    ``model`` add ``ImageDataModule`` and ``DDPMModule`` arguments); the Trainer."""
     import lightning as L
 
     from ddpm_lightning import DDPMModule, ImageDataModule
@@ -112,7 +113,7 @@ def fit_tiny(
         **trainer_kwargs,
     )
     trainer.fit(
-        DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1),
+        DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1, **(model or {})),
         ImageDataModule(
             data_dir=str(image_folder),
             image_size=16,

@@ -28,7 +28,7 @@ def decoded_pixels(folder: Path, cache: Path, num_proc: int) -> np.ndarray:
     )
     datamodule.setup("fit")
     dataset = datamodule.train_dataset
-    return dataset.__getitems__(list(range(len(dataset)))).numpy()
+    return dataset.__getitems__(list(range(len(dataset))))["images"].numpy()
 
 
 def test_parallel_decoding_gives_the_same_bytes_as_one_process(
@@ -83,7 +83,9 @@ def test_streaming_yields_every_image_once_per_epoch_in_a_new_order(image_folder
     datamodule.setup("fit")
     cached = ImageDataModule(data_dir=str(image_folder), image_size=16)
     cached.setup("fit")
-    expected = sorted(image.sum().item() for image in cached.train_dataset.__getitems__(range(12)))
+    expected = sorted(
+        image.sum().item() for image in cached.train_dataset.__getitems__(range(12))["images"]
+    )
     loader = datamodule.train_dataloader()
     assert len(loader) == 3  # 12 images, batches of 5: the epoch's length is known
     epochs = []
@@ -209,7 +211,7 @@ def test_two_process_ddp_streaming_gives_each_rank_its_own_images(
     # RecordRank's fingerprint: the sum of the [-1, 1] pixels (flips keep it).
     every_image = sorted(
         image.double().sum().item() / 127.5 - image.numel()
-        for image in cached.train_dataset.__getitems__(list(range(10)))
+        for image in cached.train_dataset.__getitems__(list(range(10)))["images"]
     )
     # Disjoint and together the whole epoch: the two ranks' images are the ten images.
     np.testing.assert_allclose(sorted(seen[0] + seen[1]), every_image, atol=1e-3)

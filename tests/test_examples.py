@@ -6,7 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from diffusers import DDPMPipeline
+
+from ddpm_lightning.pipelines import ClassConditionalDDPMPipeline
+
+from .conftest import BUTTERFLIES_DIR
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -46,6 +51,18 @@ def test_custom_dataset_subclass_example(tmp_path: Path) -> None:
     run_example("custom_dataset.py", "--epochs=1", f"--output-dir={out}", cwd=tmp_path)
     assert (out / "samples" / "0000.png").is_file()
     assert (out / "model_index.json").is_file()
+
+
+@pytest.mark.skipif(not BUTTERFLIES_DIR.is_dir(), reason="needs ../shared/data/butterflies")
+def test_custom_dataset_example_labels_butterflies_by_species(tmp_path: Path) -> None:
+    out = tmp_path / "species"
+    run_example(
+        "custom_dataset.py", "--epochs=1", f"--output-dir={out}", f"--species={BUTTERFLIES_DIR}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    pipeline = ClassConditionalDDPMPipeline.from_pretrained(out)
+    assert list(pipeline.labels) == [f"{species:03d}" for species in range(1, 11)]
+    assert (out / "samples" / "0000.png").is_file()
 
 
 def test_notebook_example_runs_two_cpu_processes(tmp_path: Path, image_folder: Path) -> None:

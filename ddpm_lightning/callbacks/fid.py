@@ -48,6 +48,8 @@ class FIDCallback(Callback):
         cache_dir: where real statistics are cached; None recomputes them every run.
         kid_subset_size: images per KID subset (default: the smaller of 100 and the image counts).
         evaluate_at_train_end: also compute when training ends (straight to the loggers).
+        guidance_scale: classifier-free guidance of a conditional model's images, whose classes
+            follow the training set's class proportions.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class FIDCallback(Callback):
         kid_subsets: int = 100,
         evaluate_at_train_end: bool = False,
         metric_prefix: str = "val/",
+        guidance_scale: float = 1.0,
     ) -> None:
         check_at_least("every_n_epochs", every_n_epochs, 1)
         check_num_images(num_images)
@@ -95,6 +98,7 @@ class FIDCallback(Callback):
         self.kid_subsets = kid_subsets
         self.evaluate_at_train_end = evaluate_at_train_end
         self.metric_prefix = metric_prefix
+        self.guidance_scale = guidance_scale
         #: The last values computed, e.g. ``{"fid": ..., "kid": ..., "kid_std": ...}``.
         self.last_metrics: dict[str, float] = {}
         self._evaluator: SampleQualityEvaluator | None = None
@@ -181,8 +185,11 @@ class FIDCallback(Callback):
             self.batch_size,
             trainer=trainer,
             description=f"FID/KID, epoch {trainer.current_epoch}",
+            guidance_scale=self.guidance_scale,
         )
-        values = self._require_evaluator().evaluate(generator, self.num_images, self.seed)
+        class_counts = getattr(trainer.datamodule, "class_counts", lambda: None)()
+        evaluator = self._require_evaluator()
+        values = evaluator.evaluate(generator, self.num_images, self.seed, class_counts)
         self._last_epoch, self._last_step = trainer.current_epoch, trainer.global_step
         self.last_metrics = values
         rank_zero_info(

@@ -9,12 +9,14 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from ddpm_lightning.utils.images import save_png
+from ddpm_lightning.utils.images import image_file_name, save_png
 from ddpm_lightning.utils.overwrite_guard import refuse_to_overwrite
 
 
 class PNGPredictionWriter(BasePredictionWriter):
     """Write ``<output_dir>/<index:05d>.png`` per generated image, each rank its own shard.
+
+    A conditional model's files carry the class too: ``00003_red.png``.
 
     Args:
         output_dir: the folder for the PNG files.
@@ -44,6 +46,8 @@ class PNGPredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        """Save the batch's uint8 (B, C, H, W) images under their global index."""
-        for image, index in zip(prediction["images"], prediction["index"].tolist()):
-            save_png(image, self.output_dir / f"{index:05d}.png")
+        """Save the batch's uint8 (B, C, H, W) images under their global index (and class)."""
+        indices = prediction["index"].tolist()
+        names = prediction.get("class_names") or [None] * len(indices)
+        for image, index, name in zip(prediction["images"], indices, names):
+            save_png(image, self.output_dir / image_file_name(index, name))

@@ -37,6 +37,9 @@ class SampleGridCallback(Callback):
         rows: grid rows (square by default).
         cols: grid columns (square by default).
         overwrite_output_dir: replace an earlier run's grids (a resumed run always may).
+        class_labels: a class-conditional model's grid has a row per class: these classes (ids
+            or names; None: the first ones), up to the grid's rows.
+        guidance_scale: classifier-free guidance of a conditional model's grid (1: none).
     """
 
     def __init__(
@@ -50,6 +53,8 @@ class SampleGridCallback(Callback):
         rows: int | None = None,
         cols: int | None = None,
         overwrite_output_dir: bool = False,
+        class_labels: list[int | str] | None = None,
+        guidance_scale: float = 1.0,
     ) -> None:
         check_sampler_name(sampler)
         if save_image_epochs < 1 or eval_batch_size < 1:
@@ -62,6 +67,8 @@ class SampleGridCallback(Callback):
         self.num_inference_steps = num_inference_steps
         self.rows, self.cols = grid_shape(eval_batch_size, rows, cols)
         self.overwrite_output_dir = overwrite_output_dir
+        self.class_labels = class_labels
+        self.guidance_scale = guidance_scale
         self.last_grid_path: Path | None = None
 
     def grid_path(self, epoch: int) -> Path:
@@ -73,6 +80,15 @@ class SampleGridCallback(Callback):
         grids = sorted((self.output_dir / "samples").glob("*.png"))
         resuming = trainer.ckpt_path is not None
         refuse_to_overwrite(grids, self.overwrite_output_dir or resuming, RUN_ADVICE)
+        pl_module.class_ids(self.class_labels)  # unknown classes fail now, not after an epoch
+        pl_module.check_guidance(self.guidance_scale)
+
+    def grid_labels(self, pl_module: LightningModule) -> list[int] | None:
+        """A conditional model's label per grid image: a row per class; None if unconditional."""
+        if not pl_module.conditional:
+            return None
+        classes = pl_module.class_ids(self.class_labels) or list(range(pl_module.null_class))
+        return [label for label in classes[: self.rows] for _ in range(self.cols)]
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Sample and save when due; every rank samples its share, rank 0 writes."""
@@ -80,9 +96,16 @@ class SampleGridCallback(Callback):
             return
         label = f"Sample grid, epoch {trainer.current_epoch}"
         generator = ImageGenerator(
-            pl_module, self.sampler, self.num_inference_steps, trainer=trainer, description=label
+            pl_module,
+            self.sampler,
+            self.num_inference_steps,
+            trainer=trainer,
+            description=label,
+            guidance_scale=self.guidance_scale,
         )
-        images = generator.on_all_ranks(image_seeds(self.seed, self.eval_batch_size))
+        labels = self.grid_labels(pl_module)
+        seeds = image_seeds(self.seed, self.eval_batch_size if labels is None else len(labels))
+        images = generator.on_all_ranks(seeds, class_labels=labels)
         if trainer.is_global_zero:
             grid = image_grid(images, self.cols)
             self.last_grid_path = save_png(grid, self.grid_path(trainer.current_epoch))

@@ -72,6 +72,9 @@ class TrainingOutputs:
         throughput_window: batches averaged for each images/s reading.
         fid_every_n_epochs: FID and KID every N epochs (off if None); keeps ``best-fid.ckpt``.
         fid_num_images: images generated for each FID (split across devices).
+        class_labels: a class-conditional model's grid rows: these classes (ids or names;
+            None: the first ones).
+        guidance_scale: classifier-free guidance of a conditional model's grids and FID.
     """
 
     output_dir: str | Path = "ddpm-butterflies-128"
@@ -92,6 +95,8 @@ class TrainingOutputs:
     fid_every_n_epochs: int | None = None
     fid_num_images: int = 1000
     checkpoint_every_n_train_steps: int | None = None
+    class_labels: list[str] | None = None
+    guidance_scale: float = 1.0
 
     def __post_init__(self) -> None:
         """Check every setting before any work; None means the documented default or off."""
@@ -121,6 +126,8 @@ class TrainingOutputs:
                 sampler=self.sampler,
                 num_inference_steps=self.num_inference_steps,
                 overwrite_output_dir=overwrite,
+                class_labels=self.class_labels,
+                guidance_scale=self.guidance_scale,
             ),
             PipelineExportCallback(output_dir, self.save_model_epochs, overwrite),
         ]
@@ -130,7 +137,11 @@ class TrainingOutputs:
             rank_zero_warn("push_to_hub is on but hub_model_id is not set: nothing will be pushed.")
         if self.fid_every_n_epochs:
             callbacks += [
-                FIDCallback(every_n_epochs=self.fid_every_n_epochs, num_images=self.fid_num_images),
+                FIDCallback(
+                    every_n_epochs=self.fid_every_n_epochs,
+                    num_images=self.fid_num_images,
+                    guidance_scale=self.guidance_scale,
+                ),
                 ModelCheckpoint(checkpoints, "best-fid", monitor="val/fid", mode="min"),
             ]
         callbacks += [

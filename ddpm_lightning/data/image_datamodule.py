@@ -8,10 +8,12 @@ import warnings
 from typing import Any, Literal
 
 import datasets
+import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ddpm_lightning.data.class_labels import class_names, label_ids
 from ddpm_lightning.data.image_decoding import make_decoder
 from ddpm_lightning.data.pixel_dataset import PixelDataset, collate_pixels, pixels_feature
 from ddpm_lightning.data.streaming import StreamedPixels, rank_stream
@@ -57,6 +59,10 @@ class ImageDataModule(LightningDataModule):
         data_dir: the folder of images when ``dataset_name`` is ``"imagefolder"``.
         split: the dataset split to train on.
         image_column: the column that holds the images.
+        label_column: a column of class labels for class-conditional training (None:
+            unconditional). A ``ClassLabel`` keeps its ids; integers (sorted numerically) and
+            strings (sorted alphabetically) become ids 0..K-1. Batches then carry int64
+            ``class_labels``; :attr:`num_classes` and :attr:`id2label` describe the classes.
         image_size: the side of the square images the model sees.
         channels: 3 for RGB; 1 keeps grayscale as a single channel.
         center_crop: keep the aspect ratio and crop the centre (False squashes, as the tutorial).
@@ -82,6 +88,7 @@ class ImageDataModule(LightningDataModule):
         data_dir: str | None = None,
         split: str = "train",
         image_column: str = "image",
+        label_column: str | None = None,
         image_size: int = 128,
         channels: Literal[1, 3] = 3,
         center_crop: bool = False,
@@ -120,6 +127,7 @@ class ImageDataModule(LightningDataModule):
         self.data_dir = data_dir
         self.split = split
         self.image_column = image_column
+        self.label_column = label_column
         self.image_size = image_size
         self.channels = channels
         self.center_crop = center_crop
@@ -136,6 +144,7 @@ class ImageDataModule(LightningDataModule):
         self.train_dataset: PixelDataset | StreamedPixels | None = None
         self.val_dataset: PixelDataset | None = None
         self._flip_generator = torch.Generator()
+        self._names: list[str] | None = None
         self._flip_epoch: int | None = None
 
     # ----------------------------------------------------------------- the subclassing hook
@@ -179,6 +188,33 @@ class ImageDataModule(LightningDataModule):
                 "  in YAML:  data: {dataset_name: imagefolder, data_dir: path/to/images}\n"
                 "  or:       --data.dataset_name imagefolder --data.data_dir path/to/images"
             ) from error
+
+    # ----------------------------------------------------------------- classes
+    @property
+    def id2label(self) -> dict[int, str] | None:
+        """Class names by id, or None without ``label_column`` (reads the dataset once)."""
+        if self.label_column is None:
+            return None
+        return dict(enumerate(self._class_names(self.load_dataset())))
+
+    @property
+    def num_classes(self) -> int | None:
+        """How many classes ``label_column`` holds (None without one); the CLI links it."""
+        id2label = self.id2label
+        return None if id2label is None else len(id2label)
+
+    def class_counts(self) -> list[int] | None:
+        """Training images per class id (after ``setup``), for FID's class proportions."""
+        dataset = self._require(self.train_dataset)
+        if self.label_column is None or not isinstance(dataset, PixelDataset):
+            return None
+        labels = dataset.decoded.with_format("arrow")["class_labels"].to_numpy()
+        return np.bincount(labels, minlength=self.num_classes).tolist()
+
+    def _class_names(self, dataset: datasets.Dataset | datasets.IterableDataset) -> list[str]:
+        if self._names is None:
+            self._names = class_names(dataset, self.label_column)
+        return self._names
 
     # ----------------------------------------------------------------- Lightning hooks
     def prepare_data(self) -> None:
@@ -240,27 +276,38 @@ class ImageDataModule(LightningDataModule):
 
     # ----------------------------------------------------------------- helpers
     def _decode(self, dataset: datasets.Dataset) -> datasets.Dataset:
-        if self.image_column not in dataset.column_names:
-            raise MissingColumnError(
-                f"The dataset has no column {self.image_column!r}; its columns are "
-                f"{dataset.column_names}. Set image_column to the one that holds the images."
-            )
         if len(dataset) == 0:
             raise InvalidSettingError(
                 f"The dataset {self.dataset_name!r} (split {self.split!r}) is empty."
             )
+        size, labelled = self.image_size, self.label_column is not None
         dataset = self._undecoded(dataset)
-        size, channels = self.image_size, self.channels
         return dataset.map(
-            make_decoder(size, channels, self.center_crop),
-            batched=True,
-            batch_size=64,
-            input_columns=[self.image_column],
-            remove_columns=dataset.column_names,
-            features=pixels_feature(channels, size),
+            **self._decoding(dataset),
+            features=pixels_feature(self.channels, size, labelled),
             num_proc=self._decode_processes(len(dataset)),
             desc=f"Decoding and resizing to {size}px",
         )
+
+    def _decoding(self, dataset: datasets.Dataset | datasets.IterableDataset) -> dict[str, Any]:
+        """``map`` arguments that decode the images (and turn labels into ids), either path."""
+        columns = dataset.column_names
+        if columns is not None and self.image_column not in columns:
+            raise MissingColumnError(
+                f"The dataset has no column {self.image_column!r}; its columns are "
+                f"{columns}. Set image_column to the one that holds the images."
+            )
+        inputs, ids = [self.image_column], None
+        if self.label_column is not None:
+            ids = label_ids(dataset, self.label_column, self._class_names(dataset))
+            inputs.append(self.label_column)
+        return {
+            "function": make_decoder(self.image_size, self.channels, self.center_crop, ids),
+            "batched": True,
+            "batch_size": 64,
+            "input_columns": inputs,
+            "remove_columns": columns or inputs,
+        }
 
     def _undecoded(self, dataset: datasets.Dataset | datasets.IterableDataset) -> Any:
         """Images as file bytes, decoded by us so that a corrupt file is named in the error."""
@@ -280,11 +327,6 @@ class ImageDataModule(LightningDataModule):
 
     def _stream(self) -> StreamedPixels:
         stream = self.load_dataset()
-        if stream.column_names is not None and self.image_column not in stream.column_names:
-            raise MissingColumnError(
-                f"The dataset has no column {self.image_column!r}; its columns are "
-                f"{stream.column_names}. Set image_column to the one that holds the images."
-            )
         length = self._stream_length(stream)
         world_size = self.trainer.world_size if self._has_trainer() else 1
         stream = rank_stream(
@@ -294,13 +336,7 @@ class ImageDataModule(LightningDataModule):
             self._global_rank(),
             world_size,
         )
-        decoded = stream.map(
-            make_decoder(self.image_size, self.channels, self.center_crop),
-            batched=True,
-            batch_size=64,
-            input_columns=[self.image_column],
-            remove_columns=stream.column_names or [self.image_column],
-        )
+        decoded = stream.map(**self._decoding(stream))
         per_rank = None if length is None else math.ceil(length / world_size)
         return StreamedPixels(decoded, self._shape(), per_rank, self._current_epoch)
 

@@ -74,16 +74,21 @@ def open_image(value: Any) -> Image.Image:
 
 
 def make_decoder(
-    image_size: int, channels: int, center_crop: bool
-) -> Callable[[list[Any]], dict[str, list[np.ndarray]]]:
-    """A batched ``Dataset.map`` function: image cells in, flat uint8 (C, H, W) ``pixels`` out."""
+    image_size: int, channels: int, center_crop: bool, label_ids: dict[Any, int] | None = None
+) -> Callable[..., dict[str, list]]:
+    """A batched ``Dataset.map`` function: image cells in, flat uint8 (C, H, W) ``pixels`` out.
 
-    def decode_batch(images: list[Any]) -> dict[str, list[np.ndarray]]:
+    With ``label_ids`` it takes the label column too and adds ``class_labels`` (the ids).
+    """
+
+    def decode_batch(images: list[Any], labels: list[Any] | None = None) -> dict[str, list]:
         pixels = []
         for value in images:
             image = resize(to_mode(open_image(value), channels), image_size, center_crop)
             array = np.asarray(image, dtype=np.uint8).reshape(image_size, image_size, channels)
             pixels.append(np.ascontiguousarray(array.transpose(2, 0, 1)).reshape(-1))
-        return {"pixels": pixels}
+        if label_ids is None:
+            return {"pixels": pixels}
+        return {"pixels": pixels, "class_labels": [label_ids[label] for label in labels]}
 
     return decode_batch

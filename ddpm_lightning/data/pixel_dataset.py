@@ -8,40 +8,53 @@ import torch
 from torch.utils.data import Dataset
 
 
-def pixels_feature(channels: int, image_size: int) -> datasets.Features:
-    """The decoded column: each image as a fixed-size list of C*H*W uint8 values.
+def pixels_feature(channels: int, image_size: int, labelled: bool = False) -> datasets.Features:
+    """The decoded columns: each image as a fixed-size list of C*H*W uint8 values (and its id).
 
     A fixed-size list is one flat uint8 buffer in Arrow, so a batch converts to a tensor
     without copying element by element (the ``numpy``/``torch`` formatters widen to int64).
     """
     length = channels * image_size * image_size
-    return datasets.Features({"pixels": datasets.Sequence(datasets.Value("uint8"), length=length)})
+    features = {"pixels": datasets.Sequence(datasets.Value("uint8"), length=length)}
+    if labelled:
+        features["class_labels"] = datasets.Value("int64")
+    return datasets.Features(features)
 
 
 class PixelDataset(Dataset):
-    """The ``pixels`` column of a decoded dataset as uint8 (C, H, W), a batch per Arrow read."""
+    """A decoded dataset as ``{"images": uint8 (B, C, H, W)}`` batches, one Arrow read each.
+
+    With a ``class_labels`` column (``label_column`` was set) the batches carry int64
+    ``class_labels`` too.
+    """
 
     def __init__(self, decoded: datasets.Dataset, shape: tuple[int, int, int]) -> None:
         self.decoded = decoded
         self.shape = shape
+        self.labelled = "class_labels" in decoded.column_names
         self._arrow = decoded.with_format("arrow")
 
     def __len__(self) -> int:
         return len(self.decoded)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.__getitems__([index])[0]
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {key: value[0] for key, value in self.__getitems__([index]).items()}
 
-    def __getitems__(self, indices: list[int]) -> torch.Tensor:
-        column = self._arrow[indices]["pixels"]
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        table = self._arrow[indices]
+        column = table["pixels"]
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks()
         flat = column.flatten().to_numpy(zero_copy_only=False)
-        return torch.from_numpy(flat.reshape(len(indices), *self.shape).copy())
+        batch = {"images": torch.from_numpy(flat.reshape(len(indices), *self.shape).copy())}
+        if self.labelled:
+            labels = table["class_labels"].to_numpy()
+            batch["class_labels"] = torch.from_numpy(labels.astype("int64"))
+        return batch
 
 
-def collate_pixels(pixels: torch.Tensor | list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Wrap a (B, C, H, W) uint8 batch in the tutorial's ``{"images": ...}`` dict."""
-    if isinstance(pixels, list):
-        pixels = torch.stack(pixels)
-    return {"images": pixels}
+def collate_pixels(batch: dict | list[dict]) -> dict[str, torch.Tensor]:
+    """A batch dict as it is (``PixelDataset`` reads whole batches), or single items stacked."""
+    if isinstance(batch, dict):
+        return batch
+    return {key: torch.stack([item[key] for item in batch]) for key in batch[0]}

@@ -35,8 +35,16 @@ def rank_stream(
     return split_dataset_by_node(stream.shuffle(seed, buffer_size=buffer_size), rank, world_size)
 
 
+def to_item(row: dict, shape: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+    """A decoded row as the cached path's item: ``images`` (and ``class_labels``)."""
+    item = {"images": torch.from_numpy(np.asarray(row["pixels"], dtype=np.uint8).reshape(shape))}
+    if "class_labels" in row:
+        item["class_labels"] = torch.tensor(row["class_labels"], dtype=torch.int64)
+    return item
+
+
 class StreamedPixels(IterableDataset):
-    """One rank's streamed images as uint8 (C, H, W), the same count on every rank and epoch.
+    """One rank's streamed images as ``{"images": uint8 (C, H, W)}``, the same count per rank.
 
     With a known ``length`` (images per rank per epoch) a rank that runs short starts its share
     again, as ``DistributedSampler`` pads: DDP ranks then take the same number of steps, and
@@ -61,7 +69,7 @@ class StreamedPixels(IterableDataset):
             raise TypeError("the streamed dataset's length is unknown")  # Lightning: no length
         return self.length
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         self.stream.set_epoch(self.epoch_of())
         quota = self.length
         worker = get_worker_info()
@@ -71,9 +79,7 @@ class StreamedPixels(IterableDataset):
         while quota is None or produced < quota:
             before = produced
             for row in self.stream:
-                yield torch.from_numpy(
-                    np.asarray(row["pixels"], dtype=np.uint8).reshape(self.shape)
-                )
+                yield to_item(row, self.shape)
                 produced += 1
                 if produced == quota:
                     return

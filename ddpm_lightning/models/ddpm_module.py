@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, get_args
 
 import torch
@@ -30,6 +30,7 @@ from ddpm_lightning.models.unet import (
     check_unet_matches_data,
     unet_config,
 )
+from ddpm_lightning.pipelines import ClassConditionalDDPMPipeline
 from ddpm_lightning.sampling import (
     ContiguousShardSampler,
     check_sampler_name,
@@ -38,6 +39,7 @@ from ddpm_lightning.sampling import (
     make_sampler,
 )
 from ddpm_lightning.sampling.generation import ImageGenerator
+from ddpm_lightning.sampling.seeds import labels_in_proportion
 from ddpm_lightning.utils.atomic_export import save_pipeline_atomically
 from ddpm_lightning.utils.checks import check_at_least
 from ddpm_lightning.utils.images import to_pil, to_uint8
@@ -75,6 +77,10 @@ class DDPMModule(LightningModule):
         norm_num_groups: GroupNorm groups (must divide every entry of block_out_channels).
         unet_kwargs: any other ``UNet2DModel`` argument (dropout, attention_head_dim, ...).
         pretrained_model_name_or_path: a pipeline folder or Hub id whose UNet and scheduler to use.
+        num_classes: classes of a class-conditional model (None: unconditional). The UNet gets
+            a class embedding with one extra, "null" class for classifier-free guidance.
+        class_dropout_prob: while training, the share of labels replaced by the null class.
+        id2label: the class names by id (the CLI takes them from the data).
         num_train_timesteps: noise levels of the forward process.
         beta_schedule: how the noise variance grows with the timestep.
         beta_start: first beta of the schedule.
@@ -115,6 +121,9 @@ class DDPMModule(LightningModule):
         norm_num_groups: int = 32,
         unet_kwargs: dict[str, Any] | None = None,
         pretrained_model_name_or_path: str | None = None,
+        num_classes: int | None = None,
+        class_dropout_prob: float = 0.1,
+        id2label: dict[int, str] | None = None,
         num_train_timesteps: int = 1000,
         beta_schedule: BetaSchedule = "linear",
         beta_start: float = 0.0001,
@@ -157,6 +166,16 @@ class DDPMModule(LightningModule):
         check_sampler_steps(num_inference_steps, num_train_timesteps)
         check_at_least("num_predict_images", num_predict_images, 1)
         check_at_least("predict_batch_size", predict_batch_size, 1)
+        if num_classes is not None:
+            check_at_least("num_classes", num_classes, 1)
+        if not 0.0 <= class_dropout_prob < 1.0:
+            raise InvalidSettingError(
+                f"class_dropout_prob must be in [0, 1), got {class_dropout_prob}."
+            )
+        if id2label is not None and len(id2label) != num_classes:
+            raise InvalidSettingError(
+                f"id2label names {len(id2label)} classes but num_classes is {num_classes}."
+            )
         self.save_hyperparameters()
         if pretrained_model_name_or_path:
             self.unet, self.noise_scheduler = self._load_pretrained(pretrained_model_name_or_path)
@@ -168,7 +187,11 @@ class DDPMModule(LightningModule):
                 layers_per_block,
                 down_block_types,
                 up_block_types,
-                {"norm_num_groups": norm_num_groups, **(unet_kwargs or {})},
+                {
+                    "norm_num_groups": norm_num_groups,
+                    "num_class_embeds": None if num_classes is None else num_classes + 1,
+                    **(unet_kwargs or {}),
+                },
             )
             self.unet = build_unet(config)
             self.noise_scheduler = DDPMScheduler(
@@ -200,6 +223,12 @@ class DDPMModule(LightningModule):
                 "id of one that can be reached."
             ) from error
         check_unet_matches_data(unet, hparams.image_size, hparams.channels, source)
+        classes = unet.config.num_class_embeds and unet.config.num_class_embeds - 1
+        if classes != hparams.num_classes:
+            raise InvalidSettingError(
+                f"The pretrained UNet from {source!r} has {classes or 'no'} classes, but "
+                f"num_classes is {hparams.num_classes}: set num_classes to match it."
+            )
         check_image_size(hparams.image_size, unet.config.block_out_channels)
         # from_pretrained gives eval mode, which Lightning keeps: fine-tuning would skip dropout.
         return unet.train(), scheduler
@@ -216,7 +245,10 @@ class DDPMModule(LightningModule):
     def setup(self, stage: str) -> None:
         """Before any work: check the data against the UNet, then apply the speed switches."""
         datamodule = self.trainer.datamodule
-        check_data_matches_model(datamodule, self.hparams.image_size, self.hparams.channels)
+        hparams = self.hparams
+        check_data_matches_model(
+            datamodule, hparams.image_size, hparams.channels, hparams.get("num_classes")
+        )
         self.apply_speed_switches()
 
     def apply_speed_switches(self) -> None:
@@ -228,13 +260,17 @@ class DDPMModule(LightningModule):
             self._unet_compiled = True
 
     def diffusion_loss(
-        self, images: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+        self,
+        images: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        class_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The tutorial's loss: noise the images, predict the target, mean squared error."""
         noisy = self.noise_scheduler.add_noise(images, noise, timesteps)
         if self.hparams.channels_last:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
-        prediction = self.unet(noisy, timesteps).sample.float()
+        prediction = self.unet(noisy, timesteps, class_labels=class_labels).sample.float()
         prediction_type = self.noise_scheduler.config.prediction_type
         target = training_target(self.noise_scheduler, images, noise, timesteps, prediction_type)
         gamma = self.hparams.min_snr_gamma
@@ -248,7 +284,10 @@ class DDPMModule(LightningModule):
         """One tutorial step: Gaussian noise, uniform int64 timesteps, MSE on the target."""
         images = self._checked_images(batch)
         noise, timesteps = self.sample_noise(images, batch_idx)
-        loss = self.diffusion_loss(images, noise, timesteps)
+        labels = self._batch_labels(batch)
+        if labels:
+            labels["class_labels"] = self.drop_labels(labels["class_labels"], batch_idx)
+        loss = self.diffusion_loss(images, noise, timesteps, **labels)
         if not self._finite_on_every_rank(loss):
             value = loss.item() if not torch.isfinite(loss) else "non-finite on another rank"
             raise FloatingPointError(
@@ -296,8 +335,30 @@ class DDPMModule(LightningModule):
         images = self._checked_images(batch)
         generator = seeded_generator(self.hparams.seed, batch_idx, device=images.device)
         noise, timesteps = self.sample_noise(images, batch_idx, generator)
-        loss = self.diffusion_loss(images, noise, timesteps)
+        loss = self.diffusion_loss(images, noise, timesteps, **self._batch_labels(batch))
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+
+    def drop_labels(self, class_labels: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        """Replace ``class_dropout_prob`` of the labels by the null class (guidance learns it).
+
+        Seeded like :meth:`sample_noise` (a stream of its own): a resumed run drops the labels
+        the uninterrupted one dropped.
+        """
+        keys = (torch.initial_seed(), self.global_step, batch_idx, self.global_rank, 1)
+        generator = seeded_generator(*keys, device=class_labels.device)
+        drop = torch.rand(len(class_labels), generator=generator, device=class_labels.device)
+        return class_labels.masked_fill(drop < self.hparams.class_dropout_prob, self.null_class)
+
+    def _batch_labels(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``diffusion_loss``'s label argument, or none (so older overrides keep working)."""
+        if not self.conditional:
+            return {}
+        if "class_labels" not in batch:
+            raise InvalidSettingError(
+                f"The model is class-conditional (num_classes={self.hparams.num_classes}) but "
+                "the batches carry no class_labels: set the data's label_column."
+            )
+        return {"class_labels": batch["class_labels"]}
 
     def _checked_images(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         images = batch["images"]
@@ -354,54 +415,150 @@ class DDPMModule(LightningModule):
         height, width = (size, size) if isinstance(size, int) else size
         return self.unet.config.in_channels, height, width
 
+    @property
+    def conditional(self) -> bool:
+        """Whether the UNet takes class labels (``num_classes`` was set)."""
+        return self.hparams.get("num_classes") is not None
+
+    @property
+    def null_class(self) -> int:
+        """The id of "no class": unconditional samples, and guidance's second branch."""
+        return self.hparams.num_classes
+
+    def class_ids(self, class_labels: Sequence[int | str] | None) -> list[int] | None:
+        """Class ids for ids or names (``id2label``'s); an unknown one lists the known ones."""
+        if class_labels is None:
+            return None
+        if not self.conditional:
+            raise InvalidSettingError(
+                "This model is unconditional (num_classes is None): it takes no class_labels."
+            )
+        id2label = {int(i): name for i, name in (self.hparams.get("id2label") or {}).items()}
+        by_name = {name: index for index, name in id2label.items()}
+        ids = []
+        for label in class_labels:
+            if isinstance(label, str) and label not in by_name and label.isdigit():
+                label = int(label)  # an id typed on the command line
+            index = by_name.get(label) if isinstance(label, str) else label
+            if not isinstance(index, int) or not 0 <= index < self.hparams.num_classes:
+                known = [f"{i}: {name}" for i, name in id2label.items()] or list(
+                    range(self.hparams.num_classes)
+                )
+                raise InvalidSettingError(f"Unknown class {label!r}; the model knows {known}.")
+            ids.append(index)
+        return ids
+
+    def check_guidance(self, guidance_scale: float) -> float:
+        """Return ``guidance_scale`` if this model can use it, else raise."""
+        if guidance_scale < 0:
+            raise InvalidSettingError(f"guidance_scale must be 0 or more, got {guidance_scale}.")
+        if guidance_scale != 1.0 and not self.conditional:
+            raise InvalidSettingError(
+                f"guidance_scale {guidance_scale} needs a class-conditional model (num_classes); "
+                "this one is unconditional: leave guidance_scale at 1."
+            )
+        return guidance_scale
+
     def generate(
         self,
-        num_images: int = 16,
+        num_images: int | None = None,
         seed: int | None = None,
         num_inference_steps: int | None = None,
         sampler: str | None = None,
         output_type: Literal["pil", "pt"] = "pil",
+        class_labels: Sequence[int | str] | None = None,
+        guidance_scale: float = 1.0,
     ) -> list[Image.Image] | torch.Tensor:
-        """``num_images`` images as one batch from one CPU generator seeded with ``seed``.
+        """Images as one batch from one CPU generator seeded with ``seed``.
 
         With ``ddpm`` these are ``DDPMPipeline``'s images for the same seed (the global RNG is
         never touched); :meth:`generate_from_seeds` gives each image its own seed instead. None
         takes the module's ``seed``, ``num_inference_steps`` and ``sampler``; ``output_type``
-        ``pt`` gives a float (N, C, H, W) tensor in [0, 1].
+        ``pt`` gives a float (N, C, H, W) tensor in [0, 1]. A conditional model takes one class
+        (id or name) per image in ``class_labels`` (None: the null class), and classifier-free
+        guidance above ``guidance_scale`` 1. ``num_images`` defaults to 16, or one per label.
         """
         _check_choice("output_type", output_type, ("pil", "pt"))
+        ids = self.class_ids(class_labels)
+        if num_images is None:
+            num_images = 16 if ids is None else len(ids)
         check_at_least("num_images", num_images, 1)
-        settings = ImageGenerator(self, sampler, num_inference_steps)
+        if ids is not None and len(ids) != num_images:
+            raise InvalidSettingError(
+                f"Give one class label per image: {len(ids)} labels for {num_images} images."
+            )
+        settings = ImageGenerator(self, sampler, num_inference_steps, guidance_scale=guidance_scale)
         generator = torch.Generator("cpu").manual_seed(self.hparams.seed if seed is None else seed)
         images = self._denoise(
-            generator, num_images, settings.sampler, settings.num_inference_steps
+            generator,
+            num_images,
+            settings.sampler,
+            settings.num_inference_steps,
+            class_labels=ids,
+            guidance_scale=guidance_scale,
         )
         return to_pil(images) if output_type == "pil" else images
 
     def generate_from_seeds(
-        self, seeds: list[int], num_inference_steps: int | None = None, sampler: str | None = None
+        self,
+        seeds: list[int],
+        num_inference_steps: int | None = None,
+        sampler: str | None = None,
+        class_labels: Sequence[int | str] | None = None,
+        guidance_scale: float = 1.0,
     ) -> torch.Tensor:
         """One image per seed, (N, C, H, W) in [0, 1]; image ``i`` depends on ``seeds[i]`` only.
 
         :class:`~ddpm_lightning.sampling.generation.ImageGenerator` adds batches, ranks and EMA.
         """
-        return ImageGenerator(self, sampler, num_inference_steps)(seeds)
+        generator = ImageGenerator(
+            self, sampler, num_inference_steps, guidance_scale=guidance_scale
+        )
+        return generator(seeds, class_labels=class_labels)
 
     def sample_images(
-        self, seeds: list[int], sampler: str, num_inference_steps: int, on_step: OnStep = None
+        self,
+        seeds: list[int],
+        sampler: str,
+        num_inference_steps: int,
+        on_step: OnStep = None,
+        class_labels: list[int] | None = None,
+        guidance_scale: float = 1.0,
     ) -> torch.Tensor:
         """One batch, one image per seed (each its own CPU generator): what generation calls."""
         generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
-        return self._denoise(generators, len(seeds), sampler, num_inference_steps, on_step)
+        return self._denoise(
+            generators,
+            len(seeds),
+            sampler,
+            num_inference_steps,
+            on_step,
+            class_labels,
+            guidance_scale,
+        )
 
     def _denoise(
-        self, generator: Any, num_images: int, sampler: str, steps: int, on_step: OnStep = None
+        self,
+        generator: Any,
+        num_images: int,
+        sampler: str,
+        steps: int,
+        on_step: OnStep = None,
+        class_labels: list[int] | None = None,
+        guidance_scale: float = 1.0,
     ) -> torch.Tensor:
+        labels = None
+        if self.conditional:  # no labels: the null class, for which guidance changes nothing
+            ids = [self.null_class] * num_images if class_labels is None else class_labels
+            labels = torch.tensor(ids, dtype=torch.int64, device=self.device)
+            guidance_scale = 1.0 if class_labels is None else guidance_scale
         scheduler = make_sampler(sampler, self.noise_scheduler.config)
         was_training = self.unet.training
         self.unet.eval()
         try:
-            return denoise(self.unet, scheduler, num_images, generator, steps, on_step)
+            return denoise(
+                self.unet, scheduler, num_images, generator, steps, on_step, labels, guidance_scale
+            )
         finally:
             self.unet.train(was_training)
 
@@ -413,19 +570,37 @@ class DDPMModule(LightningModule):
         sampler = ContiguousShardSampler(indices, num_replicas=world_size, rank=rank)
         return DataLoader(indices, batch_size=self.hparams.predict_batch_size, sampler=sampler)
 
-    def predict_step(self, batch: torch.Tensor, batch_idx: int) -> dict[str, torch.Tensor]:
-        """Image ``i`` from seed ``seed + i``: uint8 (B, C, H, W) on the CPU, and the indices."""
-        generator = ImageGenerator(self, trainer=self.trainer, description="Predicting")
-        images = generator((batch + self.hparams.seed).tolist())
-        return {"images": to_uint8(images).cpu(), "index": batch.cpu()}
+    def predict_step(self, batch: torch.Tensor, batch_idx: int) -> dict[str, Any]:
+        """Image ``i`` from seed ``seed + i``: uint8 (B, C, H, W) on the CPU, and the indices.
 
-    def to_pipeline(self) -> DDPMPipeline:
-        """The current weights as a ``DDPMPipeline`` with the training noise schedule."""
+        A conditional model spreads the images evenly over its classes (in blocks, by id) and
+        adds each image's ``class_names``.
+        """
+        generator = ImageGenerator(self, trainer=self.trainer, description="Predicting")
+        labels = None
+        if self.conditional:
+            every = labels_in_proportion([1] * self.null_class, self.hparams.num_predict_images)
+            labels = [every[index] for index in batch.tolist()]
+        images = generator((batch + self.hparams.seed).tolist(), class_labels=labels)
+        prediction = {"images": to_uint8(images).cpu(), "index": batch.cpu()}
+        if labels is not None:
+            names = self.hparams.get("id2label") or {}
+            prediction["class_names"] = [str(names.get(label, label)) for label in labels]
+        return prediction
+
+    def to_pipeline(self) -> DDPMPipeline | ClassConditionalDDPMPipeline:
+        """The current weights with the training noise schedule, as a diffusers pipeline.
+
+        ``DDPMPipeline``, or for a conditional model ``ClassConditionalDDPMPipeline``.
+        """
         scheduler = DDPMScheduler.from_config(self.noise_scheduler.config)
-        return DDPMPipeline(unet=self.unet, scheduler=scheduler)
+        if not self.conditional:
+            return DDPMPipeline(unet=self.unet, scheduler=scheduler)
+        names = self.hparams.get("id2label") or {i: str(i) for i in range(self.null_class)}
+        return ClassConditionalDDPMPipeline(self.unet, scheduler, id2label=names)
 
     def save_pretrained(self, save_directory: str | os.PathLike, overwrite: bool = False) -> None:
-        """Write a folder that ``DDPMPipeline.from_pretrained`` loads; other files there stay.
+        """Write a folder that :meth:`to_pipeline`'s class loads; other files there stay.
 
         Atomic: an earlier pipeline is replaced, by a complete one, only if ``overwrite`` is True.
         """

@@ -91,8 +91,10 @@ def build_unet(config: dict[str, Any]) -> UNet2DModel:
         raise InvalidSettingError(f"UNet2DModel rejected the config {config}: {error}") from error
 
 
-def check_data_matches_model(datamodule: object, image_size: int, channels: int) -> None:
-    """Raise before training if the datamodule's images differ from what the model takes."""
+def check_data_matches_model(
+    datamodule: object, image_size: int, channels: int, num_classes: int | None = None
+) -> None:
+    """Raise before training if the datamodule's images or classes differ from the model's."""
     for name, model_value in (("image_size", image_size), ("channels", channels)):
         data_value = getattr(datamodule, name, None)
         if data_value is not None and data_value != model_value:
@@ -101,3 +103,9 @@ def check_data_matches_model(datamodule: object, image_size: int, channels: int)
                 f"{name}={model_value}. Set the same {name} for both (the CLI links them: set "
                 "it once under data)."
             )
+    if hasattr(datamodule, "num_classes") and datamodule.num_classes != num_classes:
+        raise InvalidSettingError(
+            f"The data has {datamodule.num_classes or 'no'} classes (label_column) but the model "
+            f"was built for {num_classes or 'no'} classes (num_classes). Set both the same (the "
+            "CLI links num_classes to the data's label_column)."
+        )

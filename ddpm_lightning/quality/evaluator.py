@@ -7,7 +7,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from ddpm_lightning.quality.real_images import (
 )
 from ddpm_lightning.sampling import shard, to_uint8
 from ddpm_lightning.sampling.generation import ImageGenerator
-from ddpm_lightning.sampling.seeds import image_seeds
+from ddpm_lightning.sampling.seeds import image_seeds, labels_in_proportion
 from ddpm_lightning.utils.atomic_files import write_atomically
 from ddpm_lightning.utils.checks import check_at_least
 
@@ -203,14 +203,27 @@ class SampleQualityEvaluator:
         return {"fid": float(fid_value), "kid": float(kid_mean), "kid_std": float(kid_std)}
 
     def evaluate(
-        self, generator: ImageGenerator, num_images: int, seed: int = 0
+        self,
+        generator: ImageGenerator,
+        num_images: int,
+        seed: int = 0,
+        class_counts: Sequence[int] | None = None,
     ) -> dict[str, float]:
-        """Score images ``seed .. seed + num_images - 1`` (one per seed: any batches, any ranks)."""
+        """Score images ``seed .. seed + num_images - 1`` (one per seed: any batches, any ranks).
+
+        A conditional model's images get classes in the proportions of ``class_counts`` (the
+        training set's), or evenly spread without them.
+        """
+        labels = None
+        if generator.module.conditional:
+            weights = class_counts or [1] * generator.module.null_class
+            labels = labels_in_proportion(weights, num_images)
         features = [self._features([])]  # the empty start covers a rank without seeds
         generator.on_all_ranks(
             image_seeds(seed, num_images),
             on_batch=lambda images: features.append(self._features([to_uint8(images)])),
             gather=False,
+            class_labels=labels,
         )
         return self._score_features(torch.cat(features), num_images)
 

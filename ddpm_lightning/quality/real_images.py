@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-#: Real images: uint8 (N, C, H, W), or a dataset of uint8 (C, H, W) tensors (``PixelDataset``).
+#: Real images: uint8 (N, C, H, W), or a dataset of uint8 (C, H, W) images (``PixelDataset``).
 RealImages = Tensor | Dataset
 
 
@@ -31,6 +31,8 @@ def real_batch(source: RealImages, indices: list[int]) -> Tensor:
     else:
         getitems = getattr(source, "__getitems__", None)  # PixelDataset reads a batch at once
         batch = getitems(indices) if getitems is not None else [source[i] for i in indices]
+        if isinstance(batch, dict):
+            batch = batch["images"]
         if not isinstance(batch, Tensor):
             batch = torch.stack(
                 [item["images"] if isinstance(item, dict) else item for item in batch]

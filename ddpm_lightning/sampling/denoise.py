@@ -19,6 +19,8 @@ def denoise(
     generator: torch.Generator | list[torch.Generator],
     num_inference_steps: int,
     on_step: Callable[[], object] | None = None,
+    class_labels: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
 ) -> torch.Tensor:
     """Sample ``num_images`` images in [0, 1], shape (N, C, H, W), float32.
 
@@ -26,6 +28,11 @@ def denoise(
     does, so the same seed gives the same images here and in plain diffusers. A list of
     generators gives each image its own stream (images then do not depend on the batch).
     ``on_step`` is called after every step (progress bars).
+
+    A class-conditional UNet takes ``class_labels`` (int64, one per image). With a
+    ``guidance_scale`` other than 1, classifier-free guidance: one UNet call on the doubled
+    batch (the labels, then the null class, the UNet's last class id) and
+    ``uncond + scale * (cond - uncond)``.
     """
     config = unet.config
     size = config.sample_size
@@ -37,9 +44,18 @@ def denoise(
     # Not every scheduler takes a generator (UniPC is deterministic); pass it where it does.
     takes_generator = "generator" in inspect.signature(scheduler.step).parameters
     step_kwargs = {"generator": generator} if takes_generator else {}
+    guided = class_labels is not None and guidance_scale != 1.0
+    if guided:
+        null = torch.full_like(class_labels, config.num_class_embeds - 1)
+        class_labels = torch.cat([class_labels, null])
     for timestep in scheduler.timesteps:
         model_input = scheduler.scale_model_input(images, timestep)
-        model_output = unet(model_input, timestep).sample
+        if guided:
+            doubled = torch.cat([model_input, model_input])
+            cond, uncond = unet(doubled, timestep, class_labels=class_labels).sample.chunk(2)
+            model_output = uncond + guidance_scale * (cond - uncond)
+        else:
+            model_output = unet(model_input, timestep, class_labels=class_labels).sample
         # Under autocast the UNet returns half precision; the update runs in the images' dtype.
         images = scheduler.step(
             model_output.to(images.dtype), timestep, images, **step_kwargs

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Trainer
 
+from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.sampling.progress import sampling_progress
 from ddpm_lightning.sampling.schedulers import check_sampler_name, check_sampler_steps
 from ddpm_lightning.sampling.sharding import shard
@@ -18,6 +19,7 @@ from ddpm_lightning.utils.averaged_weights import averaged_weights
 from ddpm_lightning.utils.checks import check_at_least
 
 OnBatch = Callable[[torch.Tensor], None] | None
+Labels = Sequence[int | str] | None
 
 
 class ImageGenerator:
@@ -34,6 +36,7 @@ class ImageGenerator:
         trainer: the Trainer whose EMA weights, precision, ranks and progress bar to use.
         autocast: a context manager factory for generation without a Trainer (mixed precision).
         description: the progress bar's label.
+        guidance_scale: classifier-free guidance of a class-conditional module (1: none).
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class ImageGenerator:
         trainer: Trainer | None = None,
         autocast: Callable[[], AbstractContextManager] | None = None,
         description: str = "Sampling",
+        guidance_scale: float = 1.0,
     ) -> None:
         hparams = module.hparams
         self.module = module
@@ -58,13 +62,22 @@ class ImageGenerator:
         self.trainer = trainer
         self.autocast = autocast
         self.description = description
+        self.guidance_scale = module.check_guidance(guidance_scale)
 
-    def __call__(self, seeds: Sequence[int], on_batch: OnBatch = None) -> torch.Tensor:
+    def __call__(
+        self, seeds: Sequence[int], on_batch: OnBatch = None, class_labels: Labels = None
+    ) -> torch.Tensor:
         """Float (N, C, H, W) images in [0, 1] on the module's device, one per seed.
 
         With ``on_batch`` each batch goes there instead (FID never holds every image at once).
+        A conditional module takes a class (id or name) per seed in ``class_labels``.
         """
         seeds = [int(seed) for seed in seeds]
+        ids = self.module.class_ids(class_labels)
+        if ids is not None and len(ids) != len(seeds):
+            raise InvalidSettingError(
+                f"{len(ids)} class labels for {len(seeds)} seeds: one per seed."
+            )
         batch_size = self.batch_size or max(len(seeds), 1)
         starts = range(0, len(seeds), batch_size)
         kept = [torch.empty(0, *self.module.image_shape, device=self.module.device)]
@@ -79,6 +92,8 @@ class ImageGenerator:
                     self.sampler,
                     self.num_inference_steps,
                     on_step=None if bar is None else bar.update,
+                    class_labels=None if ids is None else ids[start : start + batch_size],
+                    guidance_scale=self.guidance_scale,
                 ).float()
                 if on_batch is None:
                     kept.append(images)
@@ -87,7 +102,11 @@ class ImageGenerator:
         return torch.cat(kept)
 
     def on_all_ranks(
-        self, seeds: Sequence[int], on_batch: OnBatch = None, gather: bool = True
+        self,
+        seeds: Sequence[int],
+        on_batch: OnBatch = None,
+        gather: bool = True,
+        class_labels: Labels = None,
     ) -> torch.Tensor:
         """Generate ``seeds`` split in contiguous blocks over the ranks (every rank must call).
 
@@ -96,7 +115,8 @@ class ImageGenerator:
         trainer = self.trainer
         world_size, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
         blocks = [shard(len(seeds), other, world_size) for other in range(world_size)]
-        images = self([seeds[i] for i in blocks[rank]], on_batch)
+        labels = None if class_labels is None else [class_labels[i] for i in blocks[rank]]
+        images = self([seeds[i] for i in blocks[rank]], on_batch, labels)
         if not gather or world_size == 1:
             return images
         # all_gather needs equal shapes: pad the shorter blocks (with zeros, not generation).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -51,3 +52,9 @@ def save_png(image: torch.Tensor | Image.Image, path: str | os.PathLike) -> Path
     if isinstance(image, torch.Tensor):
         (image,) = to_pil(image.unsqueeze(0))
     return write_atomically(path, lambda file: image.save(file, format="PNG"))
+
+
+def image_file_name(index: int, class_name: str | None = None) -> str:
+    """``00003.png``, or ``00003_<class>.png`` with the class name made safe for file names."""
+    suffix = "" if class_name is None else "_" + re.sub(r"[^\w.-]+", "_", str(class_name))
+    return f"{index:05d}{suffix}.png"
