@@ -196,11 +196,10 @@ def sample(
     labels, names = None, [None] * num_images
     if isinstance(class_labels, str):
         class_labels = class_labels.split(",")
-    ids = module.class_ids(class_labels)
+    ids = module.classes.ids(class_labels)
     if ids is not None:
         labels = [ids[i] for i in labels_in_proportion([1] * len(ids), num_images)]
-        id2label = module.hparams.get("id2label") or {}
-        names = [id2label.get(label, str(label)) for label in labels]
+        names = [module.classes.name(label) for label in labels]
     folder = Path(output_dir)
     paths = [folder / image_file_name(index, name) for index, name in enumerate(names)]
     paths.append(folder / "grid.png")

@@ -9,6 +9,7 @@ from PIL import Image
 
 from ddpm_lightning import DDPMModule
 from ddpm_lightning.cli import main, run
+from ddpm_lightning.pipelines import ClassConditionalDDPMPipeline
 
 from .conftest import TINY_UNET
 
@@ -62,11 +63,18 @@ def test_every_shipped_config_trains_through_the_real_cli(
     if "pretrained_model_name_or_path" in config.read_text():
         pretrained = tiny_pipeline(tmp_path / "pretrained")
         args.append(f"--model.init_args.pretrained_model_name_or_path={pretrained}")
+    pipeline_class = DDPMPipeline
+    if "label_column" in config.read_text():  # a conditional config: a folder per class
+        for index, image in enumerate(sorted(image_folder.glob("*.png"))):
+            (image_folder / ("a", "b")[index % 2]).mkdir(exist_ok=True)
+            image.rename(image_folder / ("a", "b")[index % 2] / image.name)
+        args.append("--data.init_args.label_column=label")
+        pipeline_class = ClassConditionalDDPMPipeline
     cli = run(args)
     assert cli.trainer.global_step == 2
     assert (output_dir / "samples" / "0000.png").is_file()
     assert (output_dir / "checkpoints" / "last.ckpt").is_file()
-    assert DDPMPipeline.from_pretrained(output_dir).unet.config.sample_size == 16
+    assert pipeline_class.from_pretrained(output_dir).unet.config.sample_size == 16
     assert cli.model.hparams.image_size == 16  # linked from the data
     if config.name == "fast_gpu.yaml":  # the overlay's switches reach the module
         assert cli.model.hparams.channels_last and cli.model.hparams.learning_rate == 1e-4

@@ -248,8 +248,8 @@ def test_label_dropout_is_seeded_and_uses_the_null_class() -> None:
     labels = torch.zeros(1000, dtype=torch.int64)
     dropped = module.drop_labels(labels, batch_idx=0)
     assert torch.equal(dropped, module.drop_labels(labels, batch_idx=0))
-    assert set(dropped.unique().tolist()) == {0, module.null_class}
-    assert 400 < int((dropped == module.null_class).sum()) < 600
+    assert set(dropped.unique().tolist()) == {0, module.classes.null_class}
+    assert 400 < int((dropped == module.classes.null_class).sum()) < 600
     assert not torch.equal(dropped, module.drop_labels(labels, batch_idx=1))
 
 

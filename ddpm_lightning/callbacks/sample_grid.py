@@ -80,14 +80,16 @@ class SampleGridCallback(Callback):
         grids = sorted((self.output_dir / "samples").glob("*.png"))
         resuming = trainer.ckpt_path is not None
         refuse_to_overwrite(grids, self.overwrite_output_dir or resuming, RUN_ADVICE)
-        pl_module.class_ids(self.class_labels)  # unknown classes fail now, not after an epoch
-        pl_module.check_guidance(self.guidance_scale)
+        pl_module.classes.ids(self.class_labels)  # unknown classes fail now, not after an epoch
+        pl_module.classes.check_guidance(self.guidance_scale)
 
     def grid_labels(self, pl_module: LightningModule) -> list[int] | None:
         """A conditional model's label per grid image: a row per class; None if unconditional."""
-        if not pl_module.conditional:
+        if not pl_module.classes.conditional:
             return None
-        classes = pl_module.class_ids(self.class_labels) or list(range(pl_module.null_class))
+        classes = pl_module.classes.ids(self.class_labels) or list(
+            range(pl_module.classes.null_class)
+        )
         return [label for label in classes[: self.rows] for _ in range(self.cols)]
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

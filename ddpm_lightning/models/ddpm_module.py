@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from ddpm_lightning.errors import InvalidSettingError, SourceUnavailableError
 from ddpm_lightning.models.checkpoint_hparams import self_contained_hyperparameters
+from ddpm_lightning.models.class_conditioning import ClassConditioning
 from ddpm_lightning.models.objectives import (
     PREDICTION_TYPES,
     PredictionType,
@@ -177,6 +178,7 @@ class DDPMModule(LightningModule):
                 f"id2label names {len(id2label)} classes but num_classes is {num_classes}."
             )
         self.save_hyperparameters()
+        self.classes = ClassConditioning(num_classes, id2label)
         if pretrained_model_name_or_path:
             self.unet, self.noise_scheduler = self._load_pretrained(pretrained_model_name_or_path)
         else:
@@ -347,11 +349,13 @@ class DDPMModule(LightningModule):
         keys = (torch.initial_seed(), self.global_step, batch_idx, self.global_rank, 1)
         generator = seeded_generator(*keys, device=class_labels.device)
         drop = torch.rand(len(class_labels), generator=generator, device=class_labels.device)
-        return class_labels.masked_fill(drop < self.hparams.class_dropout_prob, self.null_class)
+        return class_labels.masked_fill(
+            drop < self.hparams.class_dropout_prob, self.classes.null_class
+        )
 
     def _batch_labels(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``diffusion_loss``'s label argument, or none (so older overrides keep working)."""
-        if not self.conditional:
+        if not self.classes.conditional:
             return {}
         if "class_labels" not in batch:
             raise InvalidSettingError(
@@ -415,50 +419,6 @@ class DDPMModule(LightningModule):
         height, width = (size, size) if isinstance(size, int) else size
         return self.unet.config.in_channels, height, width
 
-    @property
-    def conditional(self) -> bool:
-        """Whether the UNet takes class labels (``num_classes`` was set)."""
-        return self.hparams.get("num_classes") is not None
-
-    @property
-    def null_class(self) -> int:
-        """The id of "no class": unconditional samples, and guidance's second branch."""
-        return self.hparams.num_classes
-
-    def class_ids(self, class_labels: Sequence[int | str] | None) -> list[int] | None:
-        """Class ids for ids or names (``id2label``'s); an unknown one lists the known ones."""
-        if class_labels is None:
-            return None
-        if not self.conditional:
-            raise InvalidSettingError(
-                "This model is unconditional (num_classes is None): it takes no class_labels."
-            )
-        id2label = {int(i): name for i, name in (self.hparams.get("id2label") or {}).items()}
-        by_name = {name: index for index, name in id2label.items()}
-        ids = []
-        for label in class_labels:
-            if isinstance(label, str) and label not in by_name and label.isdigit():
-                label = int(label)  # an id typed on the command line
-            index = by_name.get(label) if isinstance(label, str) else label
-            if not isinstance(index, int) or not 0 <= index < self.hparams.num_classes:
-                known = [f"{i}: {name}" for i, name in id2label.items()] or list(
-                    range(self.hparams.num_classes)
-                )
-                raise InvalidSettingError(f"Unknown class {label!r}; the model knows {known}.")
-            ids.append(index)
-        return ids
-
-    def check_guidance(self, guidance_scale: float) -> float:
-        """Return ``guidance_scale`` if this model can use it, else raise."""
-        if guidance_scale < 0:
-            raise InvalidSettingError(f"guidance_scale must be 0 or more, got {guidance_scale}.")
-        if guidance_scale != 1.0 and not self.conditional:
-            raise InvalidSettingError(
-                f"guidance_scale {guidance_scale} needs a class-conditional model (num_classes); "
-                "this one is unconditional: leave guidance_scale at 1."
-            )
-        return guidance_scale
-
     def generate(
         self,
         num_images: int | None = None,
@@ -479,7 +439,7 @@ class DDPMModule(LightningModule):
         guidance above ``guidance_scale`` 1. ``num_images`` defaults to 16, or one per label.
         """
         _check_choice("output_type", output_type, ("pil", "pt"))
-        ids = self.class_ids(class_labels)
+        ids = self.classes.ids(class_labels)
         if num_images is None:
             num_images = 16 if ids is None else len(ids)
         check_at_least("num_images", num_images, 1)
@@ -548,8 +508,10 @@ class DDPMModule(LightningModule):
         guidance_scale: float = 1.0,
     ) -> torch.Tensor:
         labels = None
-        if self.conditional:  # no labels: the null class, for which guidance changes nothing
-            ids = [self.null_class] * num_images if class_labels is None else class_labels
+        if (
+            self.classes.conditional
+        ):  # no labels: the null class, for which guidance changes nothing
+            ids = [self.classes.null_class] * num_images if class_labels is None else class_labels
             labels = torch.tensor(ids, dtype=torch.int64, device=self.device)
             guidance_scale = 1.0 if class_labels is None else guidance_scale
         scheduler = make_sampler(sampler, self.noise_scheduler.config)
@@ -578,14 +540,15 @@ class DDPMModule(LightningModule):
         """
         generator = ImageGenerator(self, trainer=self.trainer, description="Predicting")
         labels = None
-        if self.conditional:
-            every = labels_in_proportion([1] * self.null_class, self.hparams.num_predict_images)
+        if self.classes.conditional:
+            every = labels_in_proportion(
+                [1] * self.classes.null_class, self.hparams.num_predict_images
+            )
             labels = [every[index] for index in batch.tolist()]
         images = generator((batch + self.hparams.seed).tolist(), class_labels=labels)
         prediction = {"images": to_uint8(images).cpu(), "index": batch.cpu()}
         if labels is not None:
-            names = self.hparams.get("id2label") or {}
-            prediction["class_names"] = [str(names.get(label, label)) for label in labels]
+            prediction["class_names"] = [self.classes.name(label) for label in labels]
         return prediction
 
     def to_pipeline(self) -> DDPMPipeline | ClassConditionalDDPMPipeline:
@@ -594,9 +557,9 @@ class DDPMModule(LightningModule):
         ``DDPMPipeline``, or for a conditional model ``ClassConditionalDDPMPipeline``.
         """
         scheduler = DDPMScheduler.from_config(self.noise_scheduler.config)
-        if not self.conditional:
+        if not self.classes.conditional:
             return DDPMPipeline(unet=self.unet, scheduler=scheduler)
-        names = self.hparams.get("id2label") or {i: str(i) for i in range(self.null_class)}
+        names = {index: self.classes.name(index) for index in range(self.classes.num_classes)}
         return ClassConditionalDDPMPipeline(self.unet, scheduler, id2label=names)
 
     def save_pretrained(self, save_directory: str | os.PathLike, overwrite: bool = False) -> None:

@@ -215,8 +215,8 @@ class SampleQualityEvaluator:
         training set's), or evenly spread without them.
         """
         labels = None
-        if generator.module.conditional:
-            weights = class_counts or [1] * generator.module.null_class
+        if generator.module.classes.conditional:
+            weights = class_counts or [1] * generator.module.classes.null_class
             labels = labels_in_proportion(weights, num_images)
         features = [self._features([])]  # the empty start covers a rank without seeds
         generator.on_all_ranks(

@@ -62,7 +62,7 @@ class ImageGenerator:
         self.trainer = trainer
         self.autocast = autocast
         self.description = description
-        self.guidance_scale = module.check_guidance(guidance_scale)
+        self.guidance_scale = module.classes.check_guidance(guidance_scale)
 
     def __call__(
         self, seeds: Sequence[int], on_batch: OnBatch = None, class_labels: Labels = None
@@ -73,7 +73,7 @@ class ImageGenerator:
         A conditional module takes a class (id or name) per seed in ``class_labels``.
         """
         seeds = [int(seed) for seed in seeds]
-        ids = self.module.class_ids(class_labels)
+        ids = self.module.classes.ids(class_labels)
         if ids is not None and len(ids) != len(seeds):
             raise InvalidSettingError(
                 f"{len(ids)} class labels for {len(seeds)} seeds: one per seed."
