@@ -191,7 +191,8 @@ class DDPMModule(LightningModule):
                 up_block_types,
                 {
                     "norm_num_groups": norm_num_groups,
-                    "num_class_embeds": None if num_classes is None else num_classes + 1,
+                    # Set only when conditional: an unconditional config stays as it was.
+                    **({} if num_classes is None else {"num_class_embeds": num_classes + 1}),
                     **(unet_kwargs or {}),
                 },
             )
