@@ -187,6 +187,49 @@ def test_streaming_resumed_at_an_epoch_boundary_ends_with_the_uninterrupted_weig
         torch.testing.assert_close(weights(resumed)[name], tensor, rtol=0, atol=1e-6, msg=name)
 
 
+class SeenBatches(L.Callback):
+    """Records (epoch, pixel sums) of every training batch; dies before batch ``die_at``."""
+
+    def __init__(self, die_at: tuple[int, int] | None = None) -> None:
+        self.die_at = die_at
+        self.seen: list[tuple[int, list[float]]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if (trainer.current_epoch, batch_idx) == self.die_at:
+            raise RuntimeError("killed")  # as a crash: last.ckpt is the previous step's
+        sums = [round(image.double().sum().item(), 3) for image in batch["images"]]
+        self.seen.append((trainer.current_epoch, sums))
+
+
+def test_streaming_resumed_mid_epoch_starts_that_epochs_stream_over(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    # As the README says: from a mid-epoch checkpoint the epoch's stream starts over, so the
+    # resumed run sees that epoch's first batches again (not its remaining ones).
+    def fit(run: Path, recorder: SeenBatches, ckpt_path: str | None = None) -> None:
+        L.seed_everything(0)
+        fit_tiny(
+            run,
+            image_folder,
+            [recorder],
+            ckpt_path=ckpt_path,
+            data={"streaming": True, "shuffle_buffer_size": 4, "random_flip": False},
+            outputs={"use_ema": False, "save_image_epochs": 100, "save_model_epochs": 100,
+                     "checkpoint_every_n_train_steps": 1},
+            max_epochs=2,
+        )  # fmt: skip
+
+    straight = SeenBatches()
+    fit(tmp_path / "straight", straight)
+    second_epoch = [sums for epoch, sums in straight.seen if epoch == 1]
+    assert len(second_epoch) == 3
+    with pytest.raises(RuntimeError, match="killed"):  # after epoch 1's first batch (step 4)
+        fit(tmp_path / "resumed", SeenBatches(die_at=(1, 1)))
+    resumed = SeenBatches()
+    fit(tmp_path / "resumed", resumed, ckpt_path="last")
+    assert [sums for _, sums in resumed.seen] == second_epoch[:2]
+
+
 def test_two_process_ddp_streaming_gives_each_rank_its_own_images(
     tmp_path: Path,
 ) -> None:
