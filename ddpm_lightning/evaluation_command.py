@@ -38,6 +38,7 @@ def evaluate(
     max_real_images: int | None = None,
     cache_dir: str | None = DEFAULT_CACHE_DIR,
     device: str = "cuda" if torch.cuda.is_available() else "cpu",
+    label_column: str | None = None,
 ) -> list[dict]:
     """Print FID and KID of a model's samples against its training images, per sampler.
 
@@ -58,6 +59,8 @@ def evaluate(
         max_real_images: use only this many real images.
         cache_dir: where real statistics are cached (None: never cached).
         device: ``cuda`` or ``cpu``.
+        label_column: the real images' class column: a class-conditional model's images then
+            follow its class mix (without one, they are spread evenly over the classes).
     """
     specs = samplers.split(",") if isinstance(samplers, str) else samplers
     pairs = [parse_sampler_steps(spec.strip()) for spec in specs]
@@ -67,6 +70,7 @@ def evaluate(
         data_dir=data_dir,
         split=split,
         image_column=image_column,
+        label_column=label_column,
         image_size=module.hparams.image_size,
         channels=module.hparams.channels,
         random_flip=False,

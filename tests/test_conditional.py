@@ -347,7 +347,7 @@ def test_labels_follow_the_given_proportions() -> None:
     assert labels_in_proportion([5, 0, 5], 3) == [0, 0, 2]
 
 
-def test_fid_of_a_conditional_model_follows_the_training_class_mix(
+def test_fid_of_a_conditional_model_follows_the_real_class_mix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ddpm_lightning.callbacks import FIDCallback
@@ -372,9 +372,19 @@ def test_fid_of_a_conditional_model_follows_the_training_class_mix(
         callbacks=[fid],
         num_sanity_val_steps=0,
     )
-    trainer.fit(tiny_conditional(datamodule), datamodule)
+    module = tiny_conditional(datamodule)
+    trainer.fit(module, datamodule)
     assert datamodule.class_counts() == [3, 4]
     assert requested == [0, 0, 0, 1, 1, 1, 1]  # 7 images in the training set's 3:4 mix
+    # The same for the evaluate command's path, given the real images' label column.
+    from ddpm_lightning.quality import evaluate_samplers
+
+    requested.clear()
+    flatten = torch.nn.Flatten()
+    evaluate_samplers(
+        module, datamodule, [("ddim", 1)], 7, feature_extractor=flatten, cache_dir=None
+    )
+    assert requested == [0, 0, 0, 1, 1, 1, 1]
 
 
 def test_a_streamed_class_folder_carries_labels(tmp_path: Path) -> None:

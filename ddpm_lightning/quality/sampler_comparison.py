@@ -62,6 +62,8 @@ def evaluate_samplers(
     for name, steps in samplers:
         ImageGenerator(module, name, steps)  # checks the name and the step count, early
     source, identity = _real_source(real_images, dataset_key)
+    # A conditional model's images follow the real images' class mix where the data has one.
+    class_counts = getattr(real_images, "class_counts", lambda: None)()
     extractor = build_feature_extractor(feature_extractor, feature, feature_extractor_weights_path)
     evaluator = SampleQualityEvaluator(
         extractor, feature_extractor_key, cache_dir, kid_subsets, kid_subset_size, seed, False
@@ -75,7 +77,7 @@ def evaluate_samplers(
         generator = ImageGenerator(
             module, name, steps, batch_size, autocast=context, description=f"{name}, {steps} steps"
         )
-        values = evaluator.evaluate(generator, num_images, seed)
+        values = evaluator.evaluate(generator, num_images, seed, class_counts)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         rows.append({"sampler": name, "steps": steps, "num_images": num_images, **values})
