@@ -31,6 +31,13 @@ TINY_OVERRIDES = [
 ]
 
 
+def tiny_command(subcommand: str, data_dir: Path, output_dir: Path, *extra: str) -> list[str]:
+    """A ``fit``/``predict`` command line for the tiny UNet on an image folder."""
+    classes = ["--model=DDPMModule", "--data=ImageDataModule"]
+    folders = [f"--data.init_args.data_dir={data_dir}", f"--output.output_dir={output_dir}"]
+    return [subcommand, *TINY_OVERRIDES, *classes, *folders, *extra]
+
+
 def tiny_pipeline(folder: Path) -> Path:
     """A tiny exported pipeline to fine-tune from (the Hub is unreachable in tests)."""
     DDPMModule(image_size=16, **TINY_UNET).save_pretrained(folder)

@@ -17,7 +17,7 @@ from ddpm_lightning.data.streaming import rank_stream
 from ddpm_lightning.errors import InvalidSettingError
 
 from .conftest import fit_tiny, write_images
-from .test_cli import TINY_OVERRIDES
+from .test_cli import tiny_command
 from .test_console import console
 from .test_distributed import RecordRank
 
@@ -135,15 +135,14 @@ def test_streaming_fit_through_the_console_writes_grid_and_pipeline(
 ) -> None:
     run = tmp_path / "run"
     result = console(
-        "fit",
-        *TINY_OVERRIDES,
-        "--model=DDPMModule",
-        "--data=ImageDataModule",
-        f"--data.init_args.data_dir={image_folder}",
-        "--data.init_args.streaming=true",
-        f"--output.output_dir={run}",
-        "--output.save_image_epochs=1",
-        "--trainer.max_epochs=1",
+        *tiny_command(
+            "fit",
+            image_folder,
+            run,
+            "--data.init_args.streaming=true",
+            "--output.save_image_epochs=1",
+            "--trainer.max_epochs=1",
+        )
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert (run / "samples" / "0000.png").is_file()
