@@ -18,7 +18,7 @@ from ddpm_lightning.loading import load_module
 from ddpm_lightning.pipelines import ClassConditionalDDPMPipeline
 
 from .conftest import TINY_UNET, fit_tiny
-from .test_cli import TINY_OVERRIDES
+from .test_cli import tiny_command
 from .test_console import console
 from .test_data_at_scale import StopAfterFirstEpoch
 from .test_distributed import RecordRank
@@ -200,6 +200,13 @@ def test_mistakes_are_clear_errors_before_any_work(tmp_path: Path) -> None:
         module.generate(class_labels=["green"])
     with pytest.raises(InvalidSettingError, match=r"5.*0: blue"):
         module.generate(class_labels=[5])
+    for wrong, words in (
+        ({"num_classes": 0}, "num_classes"),
+        ({"num_classes": 2, "id2label": {0: "red"}}, "id2label names 1 classes"),
+        ({"num_classes": 2, "class_dropout_prob": 1.0}, "class_dropout_prob"),
+    ):
+        with pytest.raises(InvalidSettingError, match=words):
+            DDPMModule(image_size=16, **TINY_UNET, **wrong)
     unconditional = DDPMModule(image_size=16, **TINY_UNET)
     with pytest.raises(InvalidSettingError, match="guidance_scale 3.0 needs a class-conditional"):
         unconditional.generate(guidance_scale=3.0)
@@ -282,16 +289,11 @@ def test_two_process_ddp_conditional_run(tmp_path: Path) -> None:
 def test_the_conditional_command_line_end_to_end(tmp_path: Path) -> None:
     folder = write_blob_folder(tmp_path / "images", per_class=4)
     run = tmp_path / "run"
+    labelled = "--data.init_args.label_column=label"
     fit = console(
-        "fit",
-        *TINY_OVERRIDES,
-        "--model=DDPMModule",
-        "--data=ImageDataModule",
-        f"--data.init_args.data_dir={folder}",
-        "--data.init_args.label_column=label",
-        f"--output.output_dir={run}",
-        "--trainer.max_epochs=1",
-        "--output.guidance_scale=2",
+        *tiny_command(
+            "fit", folder, run, labelled, "--trainer.max_epochs=1", "--output.guidance_scale=2"
+        )
     )
     assert fit.returncode == 0, (fit.stdout + fit.stderr)[-3000:]
     assert (run / "samples" / "0000.png").is_file()
@@ -316,17 +318,16 @@ def test_the_conditional_command_line_end_to_end(tmp_path: Path) -> None:
         "grid.png",
     ]
     predicted = console(
-        "predict",
-        *TINY_OVERRIDES,
-        "--model=DDPMModule",
-        "--data=ImageDataModule",
-        f"--data.init_args.data_dir={folder}",
-        "--data.init_args.label_column=label",
-        f"--output.output_dir={run}",
-        f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
-        "--model.init_args.num_predict_images=4",
-        "--model.init_args.num_inference_steps=2",
-        "--model.init_args.sampler=ddim",
+        *tiny_command(
+            "predict",
+            folder,
+            run,
+            labelled,
+            f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+            "--model.init_args.num_predict_images=4",
+            "--model.init_args.num_inference_steps=2",
+            "--model.init_args.sampler=ddim",
+        )
     )
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert sorted(p.name for p in (run / "predictions").iterdir()) == [

@@ -195,7 +195,8 @@ class ImageDataModule(LightningDataModule):
         """Class names by id, or None without ``label_column`` (reads the dataset once)."""
         if self.label_column is None:
             return None
-        return dict(enumerate(self._class_names(self.load_dataset())))
+        names = self._names if self._names is not None else self._class_names(self.load_dataset())
+        return dict(enumerate(names))
 
     @property
     def num_classes(self) -> int | None:

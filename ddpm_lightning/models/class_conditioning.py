@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ddpm_lightning.errors import InvalidSettingError
+from ddpm_lightning.utils.checks import check_at_least
 
 
 class ClassConditioning:
@@ -15,6 +16,12 @@ class ClassConditioning:
     """
 
     def __init__(self, num_classes: int | None, id2label: Mapping | None = None) -> None:
+        if num_classes is not None:
+            check_at_least("num_classes", num_classes, 1)
+        if id2label is not None and len(id2label) != num_classes:
+            raise InvalidSettingError(
+                f"id2label names {len(id2label)} classes but num_classes is {num_classes}."
+            )
         self.num_classes = num_classes
         #: Names by id (JSON and YAML may give the ids as strings).
         self.id2label = {int(index): str(name) for index, name in (id2label or {}).items()}

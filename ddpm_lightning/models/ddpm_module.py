@@ -167,18 +167,12 @@ class DDPMModule(LightningModule):
         check_sampler_steps(num_inference_steps, num_train_timesteps)
         check_at_least("num_predict_images", num_predict_images, 1)
         check_at_least("predict_batch_size", predict_batch_size, 1)
-        if num_classes is not None:
-            check_at_least("num_classes", num_classes, 1)
         if not 0.0 <= class_dropout_prob < 1.0:
             raise InvalidSettingError(
                 f"class_dropout_prob must be in [0, 1), got {class_dropout_prob}."
             )
-        if id2label is not None and len(id2label) != num_classes:
-            raise InvalidSettingError(
-                f"id2label names {len(id2label)} classes but num_classes is {num_classes}."
-            )
-        self.save_hyperparameters()
         self.classes = ClassConditioning(num_classes, id2label)
+        self.save_hyperparameters()
         if pretrained_model_name_or_path:
             self.unet, self.noise_scheduler = self._load_pretrained(pretrained_model_name_or_path)
         else:
