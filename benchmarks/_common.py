@@ -1,7 +1,9 @@
-"""What every benchmark script shares: paths, machine facts, timing, tables and JSON output.
+"""What every benchmark script shares: paths, machine facts, timing and JSON output.
 
-Kept in one place so the three scripts record the machine and time their windows the same way,
-and their figures can be compared with each other.
+Kept in one place so the scripts record the machine and time their windows the same way,
+and their figures can be compared with each other. Tables, precision names and ``name:steps``
+runs come from the package itself (``ddpm_lightning.utils.tables``, ``.utils.precision``,
+``ddpm_lightning.sampling.parse_sampler_steps``), so the benchmarks print what its commands do.
 """
 
 from __future__ import annotations
@@ -156,26 +158,6 @@ def synchronize(device: str) -> None:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A Markdown table, so the printed output pastes straight into BENCHMARKS.md."""
-
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:,.3g}" if abs(value) < 10 else f"{value:,.1f}"
-        return str(value)
-
-    text = [[cell(value) for value in row] for row in rows]
-    widths = [max(len(str(h)), *(len(r[i]) for r in text)) for i, h in enumerate(headers)]
-    lines = [
-        "| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)) + " |",
-        "| " + " | ".join("-" * w for w in widths) + " |",
-    ]
-    lines += [
-        "| " + " | ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) + " |" for r in text
-    ]
-    return "\n".join(lines)
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from PIL import Image
 from tutorial_loop import tutorial_dataloader, tutorial_dataset
 
 from ddpm_lightning import ImageDataModule
+from ddpm_lightning.utils.tables import markdown_table
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -237,7 +238,7 @@ def compare_num_proc(args: argparse.Namespace, results: dict[str, Any]) -> None:
         rows.append(
             [num_proc, args.decode_images, seconds, args.decode_images / seconds, one / seconds]
         )
-    print(_common.format_table(["num_proc", "images", "decode s", "images/s", "speed-up"], rows))
+    print(markdown_table(["num_proc", "images", "decode s", "images/s", "speed-up"], rows))
     print(
         f"same bytes: {len(digests) == 1}; num_proc=2 decodes {one / two:.2f}x as fast "
         f"(target >= 1.6x: {'met' if one / two >= 1.6 else 'NOT met'})"
@@ -284,7 +285,7 @@ def compare_streaming(args: argparse.Namespace, results: dict[str, Any]) -> None
     cached, streamed = (_common.median([r["images_per_s"] for r in runs[k]]) for k in runs)
     results.update(runs=runs, streaming_to_cached=streamed / cached)
     rows = [["cached (decoded once)", cached, 1.0], ["streaming", streamed, streamed / cached]]
-    print(_common.format_table(["path", "epoch 2 images/s", "ratio"], rows))
+    print(markdown_table(["path", "epoch 2 images/s", "ratio"], rows))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -370,7 +371,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{args.image_size} px, batch {args.batch}, median of {args.repeats} runs per side, "
         "fresh datasets cache per run"
     )
-    print(_common.format_table(headers, rows))
+    print(markdown_table(headers, rows))
     for workers, entry in results["by_workers"].items():
         verdict = "met" if entry["target_met"] else "NOT met"
         ratio = entry["second_epoch_ratio"]

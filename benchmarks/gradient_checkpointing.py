@@ -1,7 +1,8 @@
-"""Peak memory and speed of DDPMModule's ``gradient_checkpointing`` switch, against it off.
+"""Peak memory and speed of the ``gradient_checkpointing`` speed switch, against it off.
 
 Each measurement runs in a fresh child process, so its peak resident memory (``ru_maxrss``) is
-its own and not what an earlier run left allocated. A child builds the UNet, trains
+its own and not what an earlier run left allocated. A child builds the UNet (the switch set
+with ``apply_speed_switches``, as the ``SpeedSwitches`` callback does in a Trainer), trains
 ``--steps`` steps on fixed random images with ``DDPMModule.diffusion_loss`` and AdamW, and
 reports: peak RSS, the bytes autograd keeps for the backward pass of one step (counted with
 ``torch.autograd.graph.saved_tensors_hooks``: the activation memory the switch trades away),
@@ -39,6 +40,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from ddpm_lightning import DDPMModule
+    from ddpm_lightning.callbacks import SpeedSwitches
+    from ddpm_lightning.callbacks.speed_switches import apply_speed_switches
 
     _common.set_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -47,8 +50,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         block_out_channels=tuple(args.block_out_channels),
         layers_per_block=1,
         norm_num_groups=8,
-        gradient_checkpointing=args.child == "on",
     )
+    apply_speed_switches(module.unet, SpeedSwitches(gradient_checkpointing=args.child == "on"))
     optimizer = torch.optim.AdamW(module.unet.parameters(), lr=1e-4)
     images = torch.rand(args.batch, 3, args.image_size, args.image_size) * 2 - 1
     losses, saved_bytes, started = [], 0, 0.0
@@ -131,7 +134,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{_common.describe_machine(machine)}; {args.image_size} px, batch {args.batch}, UNet "
         f"{tuple(args.block_out_channels)}, median of {args.repeats} fresh processes per side"
     )
-    print(_common.format_table(headers, rows))
+    # Imported only now: a child's ru_maxrss counts its parent's resident memory at the spawn
+    # (the child starts as the parent's copy), so the parent loads no more than it must first.
+    from ddpm_lightning.utils.tables import markdown_table
+
+    print(markdown_table(headers, rows))
     print(f"largest relative per-step loss difference: {loss_difference:.2e}")
     results = {
         "benchmark": "gradient_checkpointing",

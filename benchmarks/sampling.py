@@ -10,9 +10,9 @@ preset (the 113M-parameter UNet at 128 px) is for a GPU.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import _common
@@ -21,6 +21,11 @@ from diffusers import DDPMPipeline, DDPMScheduler
 from lightning import seed_everything
 
 from ddpm_lightning import DDPMModule
+from ddpm_lightning.errors import InvalidSettingError
+from ddpm_lightning.formulations import DDPMFormulation
+from ddpm_lightning.sampling import parse_sampler_steps
+from ddpm_lightning.utils.precision import LIGHTNING_PRECISION, autocast_context
+from ddpm_lightning.utils.tables import markdown_table
 
 #: UNet presets, as DDPMModule arguments (the tutorial preset is DDPMModule's default UNet).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -36,7 +41,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tutorial": {"image_size": 128},
 }
 DEFAULT_RUNS = ("ddpm:1000", "ddim:50", "dpm-solver++:20", "unipc:20")
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,7 +54,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if present)"
     )
     parser.add_argument(
-        "--precision", choices=sorted(PRECISIONS), default="fp32", help="torch.autocast dtype"
+        "--precision",
+        choices=sorted(LIGHTNING_PRECISION),
+        default="fp32",
+        help="torch.autocast dtype",
     )
     parser.add_argument(
         "--runs",
@@ -74,25 +81,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     _common.add_common_arguments(parser, "sampling")
     args = parser.parse_args(argv)
-    args.runs = [_parse_run(parser, run) for run in args.runs]
+    # The benchmark's module trains the default (DDPM) formulation: its samplers and step limit.
+    samplers = DDPMFormulation().sampler_family()
+    try:
+        args.runs = [parse_sampler_steps(run) for run in args.runs]
+        for name, steps in args.runs:
+            samplers.check(name, steps)
+    except InvalidSettingError as error:
+        parser.error(str(error))
     if args.runs[0][0] != "ddpm":
         parser.error("the first --runs entry must be ddpm:<steps>: speed-ups are relative to it")
     args.batch = args.batch or args.num_images
     return args
-
-
-def _parse_run(parser: argparse.ArgumentParser, text: str) -> tuple[str, int]:
-    name, _, steps = text.rpartition(":")
-    if not name or not steps.isdigit():
-        parser.error(f"--runs entries look like ddim:50, got {text!r}")
-    return name, int(steps)
-
-
-def autocast(device: str, precision: str) -> contextlib.AbstractContextManager[Any]:
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 def batch_sizes(total: int, batch: int) -> Iterator[int]:
@@ -101,7 +101,11 @@ def batch_sizes(total: int, batch: int) -> Iterator[int]:
 
 
 def time_call(
-    generate_batch: Callable[[int, int], Any], args: argparse.Namespace, device: str, repeats: int
+    generate_batch: Callable[[int, int], Any],
+    args: argparse.Namespace,
+    device: str,
+    repeats: int,
+    autocast: Callable[[], AbstractContextManager],
 ) -> float:
     """Seconds to generate ``num_images`` in batches of ``batch`` (median over repeats)."""
     timings = []
@@ -109,7 +113,7 @@ def time_call(
         _common.synchronize(device)
         started = time.perf_counter()
         for index, size in enumerate(batch_sizes(args.num_images, args.batch)):
-            with autocast(device, args.precision):
+            with autocast():
                 generate_batch(size, args.seed + index)
         _common.synchronize(device)
         timings.append(time.perf_counter() - started)
@@ -119,6 +123,7 @@ def time_call(
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     device = _common.resolve_device(args.device)
+    autocast = autocast_context(args.precision, device)
     _common.set_threads(args.threads)
     seed_everything(args.seed, verbose=False)
     module = DDPMModule(**PRESETS[args.preset]).to(device).eval()
@@ -151,14 +156,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # Warm up every code path (allocator, kernels, scheduler tables) outside the timings.
     for name, _ in args.runs:
-        with autocast(device, args.precision):
+        with autocast():
             module.generate(args.batch, seed=args.seed, num_inference_steps=3, sampler=name)
 
     measured: list[dict[str, Any]] = []
     ddpm_steps = args.runs[0][1]
     if not args.skip_pipeline:
         load = _common.load_average()
-        seconds = time_call(tutorial(ddpm_steps), args, device, args.ddpm_repeats)
+        seconds = time_call(tutorial(ddpm_steps), args, device, args.ddpm_repeats, autocast)
         measured.append(
             {
                 "name": f"tutorial DDPMPipeline {ddpm_steps}",
@@ -173,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for index, (name, steps) in enumerate(args.runs):
         repeats = args.ddpm_repeats if index == 0 else args.repeats
         load = _common.load_average()
-        seconds = time_call(ours(name, steps), args, device, repeats)
+        seconds = time_call(ours(name, steps), args, device, repeats, autocast)
         measured.append(
             {
                 "name": f"DDPMModule.generate {name} {steps}",
@@ -225,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{_common.describe_machine(machine)}; {args.preset} preset, "
         f"{args.num_images} images, batch {args.batch}, {args.precision}"
     )
-    print(_common.format_table(headers, rows))
+    print(markdown_table(headers, rows))
     if dpm is not None:
         verdict = "met" if results["target_met"] else "NOT met"
         print(

@@ -1,4 +1,6 @@
-"""Each speed switch of DDPMModule measured against the defaults, with its loss curve.
+"""Each speed switch (``SpeedSwitches``, precision, optimizer, attention) against the defaults.
+
+Each is measured with its loss curve.
 
 Every configuration trains the same UNet from the same seed on the same pre-decoded images in
 the same order. DDPMModule draws each step's noise and timesteps from a generator seeded by the
@@ -28,7 +30,6 @@ import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor
 from lightning import Trainer, seed_everything
 from train_throughput import (
-    LIGHTNING_PRECISION,
     PRESETS,
     SWITCHES,
     Data,
@@ -38,12 +39,17 @@ from train_throughput import (
     start_run,
 )
 
+from ddpm_lightning.callbacks import SpeedSwitches
+from ddpm_lightning.utils.precision import LIGHTNING_PRECISION
+from ddpm_lightning.utils.tables import markdown_table
+
 
 @dataclass(frozen=True)
 class Config:
-    """One way to train: DDPMModule arguments, a precision, and the attention kernel."""
+    """One way to train: DDPMModule and SpeedSwitches arguments, a precision, the attention."""
 
     module: dict[str, Any] = field(default_factory=dict)
+    switches: dict[str, Any] = field(default_factory=dict)  # SpeedSwitches (a Trainer callback)
     precision: str | None = None  # --precision when None
     sdpa_attention: bool = True  # False: diffusers' classic attention (matmul, softmax, matmul)
     description: str = ""
@@ -51,16 +57,16 @@ class Config:
 
 CONFIGS: dict[str, Config] = {
     "defaults": Config(description="DDPMModule's defaults (fused AdamW on CUDA, SDPA attention)"),
-    "channels_last": Config({"channels_last": True}, description="channels-last UNet and inputs"),
-    "tf32": Config({"float32_matmul_precision": "high"}, description="TF32 float32 matmuls"),
-    "compile": Config({"compile_unet": True}, description="torch.compile of the UNet"),
+    "channels_last": Config(switches=SWITCHES["channels_last"], description="channels-last UNet"),
+    "tf32": Config(switches=SWITCHES["tf32"], description="TF32 float32 matmuls"),
+    "compile": Config(switches=SWITCHES["compile"], description="torch.compile of the UNet"),
     "unfused_adamw": Config({"adam_fused": False}, description="AdamW without the fused kernel"),
     "eager_attention": Config(sdpa_attention=False, description="attention without SDPA"),
     "fp32": Config(precision="fp32", description="32-true"),
     "bf16": Config(precision="bf16", description="bf16-mixed"),
     "fp16": Config(precision="fp16", description="16-mixed"),
     "fast": Config(
-        {**SWITCHES["channels_last"], **SWITCHES["tf32"], **SWITCHES["compile"]},
+        switches={**SWITCHES["channels_last"], **SWITCHES["tf32"], **SWITCHES["compile"]},
         precision="bf16",
         description="bf16-mixed + channels_last + tf32 + compile",
     ),
@@ -145,7 +151,7 @@ def run_config(args: argparse.Namespace, data: Data, config: Config, logdir: str
         enable_progress_bar=True,
         enable_model_summary=False,
         default_root_dir=logdir,
-        callbacks=[timer],
+        callbacks=[SpeedSwitches(**config.switches), timer],
     )
     try:
         trainer.fit(module, train_dataloaders=data.tutorial_loader("predecoded"))
@@ -279,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{args.timed_steps} timed steps, median of {args.repeats}; per-step loss differences "
         f"against {reference_name} over {len(reference_losses)} steps"
     )
-    print(_common.format_table(headers, rows))
+    print(markdown_table(headers, rows))
     results = {
         "benchmark": "speed_switches",
         "machine": machine,

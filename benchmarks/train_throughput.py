@@ -9,18 +9,20 @@ Runs alternate between the sides (A B, B A, ...) so slow drift cancels; warm-up 
 timed, and the figure is the median over repeats. Each side's mean loss over its steps is
 reported beside its speed: a faster configuration must train the same loss.
 
-``--lightning-precision`` and ``--lightning-switches`` set ddpm_lightning's side apart from the
-tutorial's (the GPU target compares the tutorial's fp16 loop with our fast path); without them
-both sides run the same precision and DDPMModule's defaults.
+``--lightning-precision`` and ``--lightning-switches`` (the ``SpeedSwitches`` callback) set
+ddpm_lightning's side apart from the tutorial's (the GPU target compares the tutorial's fp16 loop
+with our fast path); without them both sides run the same precision and DDPMModule's defaults.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import statistics
 import tempfile
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import _common
@@ -40,6 +42,9 @@ from tutorial_loop import (
 )
 
 from ddpm_lightning import DDPMModule, ImageDataModule
+from ddpm_lightning.callbacks import SpeedSwitches
+from ddpm_lightning.utils.precision import LIGHTNING_PRECISION
+from ddpm_lightning.utils.tables import markdown_table
 
 TUTORIAL_DOWN = ("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D")
 TUTORIAL_UP = ("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4
@@ -95,10 +100,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "repeats": 3,
     },
 }
-LIGHTNING_PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
-ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+#: The tutorial side's precision, as Accelerate's ``mixed_precision`` spells the short names.
+ACCELERATE_PRECISION = {name: "no" if name == "fp32" else name for name in LIGHTNING_PRECISION}
 VARIANTS = ("tutorial-data", "predecoded")
-#: DDPMModule's speed switches by their benchmark names.
+#: ``SpeedSwitches`` arguments by their benchmark names.
 SWITCHES: dict[str, dict[str, Any]] = {
     "channels_last": {"channels_last": True},
     "tf32": {"float32_matmul_precision": "high"},
@@ -158,21 +163,23 @@ def unet_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def make_module(args: argparse.Namespace, **overrides: Any) -> DDPMModule:
     """The preset's UNet as DDPMModule arguments; everything else at its defaults unless
-    ``overrides`` (speed switches) say otherwise."""
+    ``overrides`` (e.g. ``adam_fused``) say otherwise."""
     unet = PRESETS[args.preset]["unet"]
     return DDPMModule(
         image_size=unet["sample_size"],
         block_out_channels=unet["block_out_channels"],
         layers_per_block=unet["layers_per_block"],
         norm_num_groups=unet["norm_num_groups"],
-        down_block_types=unet["down_block_types"],
-        up_block_types=unet["up_block_types"],
+        unet_kwargs={
+            "down_block_types": unet["down_block_types"],
+            "up_block_types": unet["up_block_types"],
+        },
         **overrides,
     )
 
 
 def switch_kwargs(names: list[str]) -> dict[str, Any]:
-    """DDPMModule arguments that turn on the named speed switches."""
+    """``SpeedSwitches`` arguments that turn on the named speed switches."""
     return {key: value for name in names for key, value in SWITCHES[name].items()}
 
 
@@ -310,8 +317,9 @@ def run_lightning(
     window = _common.StepWindow(args.warmup_steps, args.timed_steps, args.device)
     memory = _common.PeakMemory(args.device)
     memory.start()
-    module = make_module(args, **switch_kwargs(args.lightning_switches))
+    module = make_module(args)
     timer = WindowCallback(window)
+    switches = SpeedSwitches(**switch_kwargs(args.lightning_switches))
     trainer = Trainer(
         accelerator="gpu" if args.device.startswith("cuda") else "cpu",
         devices=1,
@@ -322,13 +330,25 @@ def run_lightning(
         enable_progress_bar=True,
         enable_model_summary=False,
         default_root_dir=logdir,
-        callbacks=[timer],
+        callbacks=[switches, timer],
     )
     # Last, so the window closes after the progress bar's per-step work, as in the tutorial loop.
     trainer.callbacks.remove(timer)
     trainer.callbacks.append(timer)
-    trainer.fit(module, **data.lightning_fit_kwargs(variant))
+    with kept_matmul_precision():
+        trainer.fit(module, **data.lightning_fit_kwargs(variant))
     return {"window": window, "peak_memory_mib": memory.stop(), "losses": timer.loss_values()}
+
+
+@contextlib.contextmanager
+def kept_matmul_precision() -> Iterator[None]:
+    """Undo a ``tf32`` switch afterwards: it is process-wide, and the next run may be the
+    tutorial's, which must keep its own (the default) float32 matmuls."""
+    precision = torch.get_float32_matmul_precision()
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(precision)
 
 
 SIDES = {"tutorial": run_tutorial, "ddpm_lightning": run_lightning}
@@ -497,7 +517,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"batch {args.batch}, {describe_sides(args)}, workers {args.workers}, "
         f"{args.timed_steps} timed steps, median of {args.repeats}"
     )
-    print(_common.format_table(headers, rows))
+    print(markdown_table(headers, rows))
     for variant, summary in results["variants"].items():
         verdict = "met" if summary["target_met"] else "NOT met"
         print(

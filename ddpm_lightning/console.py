@@ -6,28 +6,10 @@ import os
 import sys
 
 from ddpm_lightning.errors import UsageError, error_chain
+from ddpm_lightning.usage import HELP
 
 #: Set to 1 to see the full traceback of a user mistake too.
 TRACEBACK_VARIABLE = "DDPM_LIGHTNING_TRACEBACK"
-
-DESCRIPTION = """Train, sample and export DDPM image models (the diffusers tutorial, in Lightning).
-
-Training: ddpm-lightning {fit,validate,predict} --config examples/configs/butterflies.yaml
-Trained models: ddpm-lightning {export,sample,evaluate} --help"""
-
-HELP = f"""usage: ddpm-lightning COMMAND [--help] [options]
-
-{DESCRIPTION}
-
-commands:
-  fit        train a model (LightningCLI: --config, --model.*, --data.*, --trainer.*, --output.*)
-  validate   the validation loss of a checkpoint (--ckpt_path) on held-out images
-  predict    many images from a checkpoint, sharded over all devices, as PNG files
-  export     a checkpoint to a diffusers pipeline folder
-  sample     images and a grid from a checkpoint, a pipeline folder or a Hub id
-  evaluate   FID and KID of a trained model per sampler
-
-'ddpm-lightning COMMAND --help' lists a command's options."""
 
 
 def user_mistake(error: BaseException) -> UsageError | None:
@@ -50,6 +32,9 @@ def main(args: list[str] | None = None) -> None:
         if type(stop).__name__ == "SIGTERMException":
             sys.exit(128 + 15)
         raise
+    except KeyboardInterrupt as stop:
+        # The command said what it kept; the status says which signal stopped it, as a shell's.
+        sys.exit(128 + 15 if type(stop).__name__ == "Terminated" else 128 + 2)
     except Exception as error:
         mistake = user_mistake(error)
         if mistake is None or os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):

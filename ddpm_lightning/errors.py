@@ -31,6 +31,10 @@ class OutputExistsError(UsageError, FileExistsError):
     """Writing would replace an earlier run's outputs."""
 
 
+class OutputLocationError(UsageError, OSError):
+    """An output folder is a file, or cannot be created or written."""
+
+
 class SourceUnavailableError(UsageError, OSError):
     """A model or dataset source (a folder, a Hub id) that cannot be opened or reached."""
 

@@ -34,6 +34,11 @@ _UNREADABLE = (
 
 def _read_checkpoint(path: str | os.PathLike, read: Callable[[Path], Any]) -> Any:
     path = Path(path)
+    if path.is_dir():
+        raise MissingInputError(
+            f"{str(path)!r} is a folder, not a checkpoint file: give a .ckpt file in it, such "
+            f"as {str(path / 'last.ckpt')!r}, or --ckpt_path last."
+        )
     if not path.is_file():
         raise MissingInputError(
             f"No checkpoint at {str(path)!r}. Check the path (e.g. checkpoints/last.ckpt)."
@@ -48,14 +53,16 @@ def _read_checkpoint(path: str | os.PathLike, read: Callable[[Path], Any]) -> An
         ) from error
 
 
-def check_checkpoint_readable(path: str | os.PathLike) -> None:
-    """Raise a clear error now, before a run starts, if ``path`` cannot be loaded.
-
-    The file is memory-mapped, so even a large checkpoint is checked without reading it all.
-    """
-    _read_checkpoint(
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint's dict, memory-mapped (large files are not read whole), or a clear error."""
+    return _read_checkpoint(
         path, lambda p: torch.load(p, map_location="cpu", weights_only=False, mmap=True)
     )
+
+
+def check_checkpoint_readable(path: str | os.PathLike) -> None:
+    """Raise a clear error now, before a run starts, if ``path`` cannot be loaded."""
+    read_checkpoint(path)
 
 
 def load_pipeline_module(source: str) -> DDPMModule:

@@ -19,11 +19,14 @@ class _DropNoise(logging.Filter):
 
 
 def quiet_known_noise() -> None:
-    """Drop Lightning's tips and internal notes, and a deprecation warning Lightning raises."""
+    """Drop Lightning's tips, internal notes and warnings about choices made on purpose."""
     # Lightning's own code calls torch's deprecated LeafSpec check; nothing for users to change.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # The overwrite guard already refuses (or was told to allow) an earlier run's outputs.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # ImageDataModule.val_dataloader's [] is deliberate (no held-out images): Lightning's "make
+    # sure this was your intention" would be noise in every run without validation.
+    warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(existing, _DropNoise) for existing in logger.filters):

@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ddpm_lightning import DDPMModule, ImageDataModule
-from ddpm_lightning.callbacks import TrainingOutputs
+from ddpm_lightning.sampling import SamplingSettings
+from ddpm_lightning.training_outputs import TrainingOutputs
 
 
 class DiscsDataModule(ImageDataModule):
@@ -64,6 +65,7 @@ if __name__ == "__main__":
         if args.species
         else DiscsDataModule(image_size=16, train_batch_size=16)
     )
+    id2label = data.discover_classes()  # the species' names by id; None for the discs
     model = DDPMModule(
         image_size=16,
         block_out_channels=(32, 64),
@@ -72,14 +74,13 @@ if __name__ == "__main__":
         learning_rate=1e-3,
         lr_warmup_steps=10,
         num_classes=data.num_classes,  # None for the discs: unconditional
-        id2label=data.id2label,
+        id2label=id2label,
     )
     outputs = TrainingOutputs(
         output_dir=args.output_dir,
         save_image_epochs=5,
         save_model_epochs=10,
-        sampler="ddim",
-        num_inference_steps=20,
+        sampling=SamplingSettings("ddim", 20),
         overwrite_output_dir=True,
         throughput_window=2,
     )
@@ -87,6 +88,7 @@ if __name__ == "__main__":
         max_epochs=args.epochs,
         accelerator="cpu",
         callbacks=outputs.callbacks(),
+        plugins=outputs.plugins(),  # atomic checkpoint writes
         logger=outputs.logger(),
     )
     trainer.fit(model, data)

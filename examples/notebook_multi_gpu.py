@@ -12,7 +12,8 @@ import sys
 import lightning as L
 
 from ddpm_lightning import ButterfliesDataModule, DDPMModule, ImageDataModule
-from ddpm_lightning.callbacks import TrainingOutputs
+from ddpm_lightning.sampling import SamplingSettings
+from ddpm_lightning.training_outputs import TrainingOutputs
 
 on_cpu = "--cpu" in sys.argv
 cpu_args = sys.argv[sys.argv.index("--cpu") + 1 :] if on_cpu else []
@@ -28,8 +29,7 @@ outputs = TrainingOutputs(
     output_dir=cpu_args[1] if len(cpu_args) > 1 else "outputs/notebook-ddp",
     save_image_epochs=1 if on_cpu else 10,
     eval_batch_size=4 if on_cpu else 16,
-    sampler="ddim" if on_cpu else "ddpm",
-    num_inference_steps=5 if on_cpu else 1000,
+    sampling=SamplingSettings("ddim", 5) if on_cpu else SamplingSettings("ddpm", 1000),
     overwrite_output_dir=True,
     throughput_window=2,
 )
@@ -40,6 +40,7 @@ trainer = L.Trainer(
     precision="32-true" if on_cpu else "16-mixed",
     max_epochs=1 if on_cpu else 50,
     callbacks=outputs.callbacks(),
+    plugins=outputs.plugins(),  # atomic checkpoint writes
     logger=outputs.logger(),
 )
 trainer.fit(model, data)

@@ -10,7 +10,8 @@ import argparse
 import lightning as L
 
 from ddpm_lightning import ButterfliesDataModule, DDPMModule, ImageDataModule
-from ddpm_lightning.callbacks import TrainingOutputs
+from ddpm_lightning.sampling import SamplingSettings
+from ddpm_lightning.training_outputs import TrainingOutputs
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--data-dir", help="a local image folder instead of the Hub dataset")
@@ -36,14 +37,14 @@ outputs = TrainingOutputs(
     save_image_epochs=10,
     save_model_epochs=30,
     eval_batch_size=16,
-    sampler="ddim" if args.tiny else "ddpm",
-    num_inference_steps=20 if args.tiny else 1000,
+    sampling=SamplingSettings("ddim", 20) if args.tiny else SamplingSettings("ddpm", 1000),
     overwrite_output_dir=True,
 )
 trainer = L.Trainer(
     max_epochs=args.epochs,
     precision="16-mixed" if not args.tiny else "32-true",
     callbacks=outputs.callbacks(),
+    plugins=outputs.plugins(),  # atomic checkpoint writes
     logger=outputs.logger(),
 )
 trainer.fit(model, data)

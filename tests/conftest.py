@@ -64,21 +64,27 @@ def image_folder(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def tiny_model_kwargs() -> dict:
-    """DDPMModule arguments for a tiny 16 px UNet that samples in 3 steps."""
-    return {"image_size": 16, **TINY_UNET, "num_inference_steps": 3, "lr_warmup_steps": 2}
+    """DDPMModule arguments for a tiny 16 px UNet."""
+    return {"image_size": 16, **TINY_UNET, "lr_warmup_steps": 2}
+
+
+def few_steps(sampler: str = "ddim", steps: int = 2, **overrides):
+    """``SamplingSettings`` for tests: a fast sampler with a handful of steps."""
+    from ddpm_lightning.sampling import SamplingSettings
+
+    return SamplingSettings(sampler, steps, **overrides)
 
 
 def every_epoch_outputs(output_dir: Path, **overrides):
     """``TrainingOutputs`` that sample a 4-image grid, export and checkpoint at every epoch."""
-    from ddpm_lightning.callbacks import TrainingOutputs
+    from ddpm_lightning.training_outputs import TrainingOutputs
 
     settings = {
         "output_dir": str(output_dir),
         "save_image_epochs": 1,
         "save_model_epochs": 1,
         "eval_batch_size": 4,
-        "sampler": "ddim",
-        "num_inference_steps": 2,
+        "sampling": few_steps(),
         "throughput_window": 2,
         **overrides,
     }
@@ -107,6 +113,7 @@ def fit_tiny(
     training_outputs = every_epoch_outputs(run_dir, **{"use_ema": True, **(outputs or {})})
     trainer = L.Trainer(
         callbacks=[*training_outputs.callbacks(), *callbacks],
+        plugins=training_outputs.plugins(trainer_kwargs.pop("plugins", None)),
         logger=training_outputs.logger(),
         enable_progress_bar=False,
         enable_model_summary=False,

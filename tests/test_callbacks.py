@@ -18,11 +18,17 @@ from ddpm_lightning.callbacks import (
     PNGPredictionWriter,
     PushToHubCallback,
     SampleGridCallback,
-    TrainingOutputs,
 )
 from ddpm_lightning.callbacks.push_to_hub import HubPushError
+from ddpm_lightning.errors import InvalidSettingError
+from ddpm_lightning.sampling import SamplingSettings
+from ddpm_lightning.sampling.prediction import PredictionSettings
+from ddpm_lightning.training_outputs import TrainingOutputs
 
 from .conftest import TINY_UNET
+
+#: What the grids sample with: the tutorial's DDPM sampler, in 2 steps.
+TWO_DDPM_STEPS = SamplingSettings("ddpm", 2)
 
 
 def tiny_run(
@@ -40,7 +46,7 @@ def tiny_run(
         "save_image_epochs": 1,
         "save_model_epochs": 1,
         "eval_batch_size": 4,
-        "num_inference_steps": 2,
+        "sampling": TWO_DDPM_STEPS,
         "throughput_window": 2,
         **output_kwargs,
     }
@@ -51,6 +57,7 @@ def tiny_run(
         max_epochs=max_epochs,
         accelerator="cpu",
         callbacks=[*outputs.callbacks(), *(extra_callbacks or [])],
+        plugins=outputs.plugins(),
         logger=outputs.logger(),
         log_every_n_steps=1,
         enable_model_summary=False,
@@ -106,7 +113,7 @@ def test_grid_uses_the_ema_weights_and_leaves_training_untouched(
     trainer, module, _ = tiny_run(tmp_path, image_folder, max_epochs=1, use_ema=True)
     # After fit, Lightning leaves the EMA weights in the module: the grid must match them.
     grid_callback = next(cb for cb in trainer.callbacks if isinstance(cb, SampleGridCallback))
-    expected = module.generate_from_seeds([0, 1, 2, 3], num_inference_steps=2)
+    expected = module.image_generator(TWO_DDPM_STEPS)([0, 1, 2, 3])
     grid = np.asarray(Image.open(grid_callback.grid_path(0)), dtype=np.float32) / 255
     top_left = torch.from_numpy(grid[:16, :16]).permute(2, 0, 1)
     assert torch.allclose(top_left, expected[0], atol=1 / 255 + 1e-4)
@@ -120,7 +127,7 @@ def test_sampling_leaves_the_global_rng_alone(tmp_path: Path, image_folder: Path
 
     before, after = RecordRng(), RecordRng()
     grid = SampleGridCallback(
-        str(tmp_path / "run"), save_image_epochs=1, eval_batch_size=4, num_inference_steps=2
+        str(tmp_path / "run"), save_image_epochs=1, eval_batch_size=4, sampling=TWO_DDPM_STEPS
     )
     trainer = L.Trainer(
         max_epochs=1,
@@ -246,13 +253,9 @@ def test_push_needs_an_export_callback() -> None:
 
 
 def test_prediction_writer_writes_pngs_and_never_overwrites(tmp_path: Path) -> None:
-    module = DDPMModule(
-        image_size=16,
-        **TINY_UNET,
-        num_inference_steps=2,
-        num_predict_images=5,
-        predict_batch_size=2,
-    )
+    module = DDPMModule(image_size=16, **TINY_UNET)
+    sampling = SamplingSettings("ddpm", 2, batch_size=2)
+    module.prediction = PredictionSettings(num_images=5, sampling=sampling)
     writer = PNGPredictionWriter(output_dir=str(tmp_path / "pred"))
     trainer = L.Trainer(
         accelerator="cpu", callbacks=[writer], logger=False, enable_progress_bar=False
@@ -272,14 +275,15 @@ def test_prediction_writer_writes_pngs_and_never_overwrites(tmp_path: Path) -> N
 
 
 def test_grid_shape_and_validation() -> None:
-    from ddpm_lightning.callbacks.sample_grid import grid_shape
+    from ddpm_lightning.utils.images import grid_shape
 
     assert grid_shape(16, None, None) == (4, 4)
     assert grid_shape(6, None, None) == (2, 3)
     assert grid_shape(8, 2, None) == (2, 4)
     with pytest.raises(ValueError):
         grid_shape(16, 2, 2)
-    with pytest.raises(ValueError, match="Unknown sampler"):
-        SampleGridCallback(sampler="euler")
+    # The grid's sampler is a SamplingSettings one: a typo fails where the settings are made.
+    with pytest.raises(InvalidSettingError, match="Unknown sampler"):
+        SampleGridCallback(sampling=SamplingSettings(sampler="euler"))
     with pytest.raises(ValueError):
         PipelineExportCallback(save_model_epochs=0)

@@ -8,7 +8,9 @@ from diffusers import DDPMPipeline
 from PIL import Image
 
 from ddpm_lightning import DDPMModule
-from ddpm_lightning.cli import main, run
+from ddpm_lightning.callbacks import SpeedSwitches
+from ddpm_lightning.cli import run
+from ddpm_lightning.console import main
 from ddpm_lightning.pipelines import ClassConditionalDDPMPipeline
 
 from .conftest import TINY_UNET
@@ -26,7 +28,7 @@ TINY_OVERRIDES = [
     "--trainer.precision=32-true",
     "--trainer.enable_progress_bar=false",
     "--output.eval_batch_size=4",
-    "--output.num_inference_steps=2",
+    "--output.sampling.num_inference_steps=2",
     "--output.throughput_window=2",
 ]
 
@@ -84,7 +86,12 @@ def test_every_shipped_config_trains_through_the_real_cli(
     assert pipeline_class.from_pretrained(output_dir).unet.config.sample_size == 16
     assert cli.model.hparams.image_size == 16  # linked from the data
     if config.name == "fast_gpu.yaml":  # the overlay's switches reach the module
-        assert cli.model.hparams.channels_last and cli.model.hparams.learning_rate == 1e-4
+        speed = [cb for cb in cli.trainer.callbacks if isinstance(cb, SpeedSwitches)]
+        assert len(speed) == 1 and speed[0].channels_last
+        weight = cli.model.unet.conv_in.weight
+        assert weight.is_contiguous(memory_format=torch.channels_last)
+        assert "channels_last" not in cli.model.hparams  # a speed switch, not a hyperparameter
+        assert cli.model.hparams.learning_rate == 1e-4
 
 
 def test_print_config_shows_the_tutorials_values(capsys: pytest.CaptureFixture) -> None:
@@ -188,8 +195,8 @@ def test_predict_writes_pngs(tmp_path: Path, image_folder: Path) -> None:
             f"--data.init_args.data_dir={image_folder}",
             f"--output.output_dir={tmp_path / 'run'}",
             f"--model.init_args.pretrained_model_name_or_path={pretrained}",
-            "--model.init_args.num_predict_images=3",
-            "--model.init_args.num_inference_steps=2",
+            "--predict.num_images=3",
+            "--predict.sampling.num_inference_steps=2",
         ]
     )
     assert sorted(p.name for p in (tmp_path / "run" / "predictions").iterdir()) == [
@@ -310,8 +317,8 @@ def test_a_fine_tuned_checkpoint_is_used_by_predict_without_the_pretrained_folde
             "predict",
             *common,
             f"--ckpt_path={checkpoint}",
-            "--model.init_args.num_predict_images=2",
-            "--model.init_args.num_inference_steps=2",
+            "--predict.num_images=2",
+            "--predict.sampling.num_inference_steps=2",
         ]
     )
     assert len(list((tmp_path / "run" / "predictions").glob("*.png"))) == 2

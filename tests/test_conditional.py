@@ -16,6 +16,7 @@ from ddpm_lightning import DDPMModule, ImageDataModule
 from ddpm_lightning.errors import InvalidSettingError, MissingColumnError
 from ddpm_lightning.loading import load_module
 from ddpm_lightning.pipelines import ClassConditionalDDPMPipeline
+from ddpm_lightning.sampling import SamplingSettings
 
 from .conftest import TINY_UNET, fit_tiny
 from .test_cli import tiny_command
@@ -65,11 +66,12 @@ class Blobs(ImageDataModule):
 
 def tiny_conditional(datamodule: ImageDataModule, **kwargs) -> DDPMModule:
     settings = {"lr_warmup_steps": 1, **kwargs}
+    id2label = datamodule.discover_classes()  # reads the label column once
     return DDPMModule(
         image_size=16,
         **TINY_UNET,
         num_classes=datamodule.num_classes,
-        id2label=datamodule.id2label,
+        id2label=id2label,
         **settings,
     )
 
@@ -77,13 +79,15 @@ def tiny_conditional(datamodule: ImageDataModule, **kwargs) -> DDPMModule:
 # ---------------------------------------------------------------------------- data
 def test_label_columns_of_every_kind_become_ids_with_names(tmp_path: Path) -> None:
     strings = Blobs("string", count=8)
-    assert strings.id2label == {0: "blue", 1: "red"}  # strings: alphabetical
+    assert strings.discover_classes() == {0: "blue", 1: "red"}  # strings: alphabetical
+    assert strings.id2label == {0: "blue", 1: "red"} and strings.num_classes == 2
     integers = Blobs("integer", count=8)
-    assert integers.id2label == {0: "3", 1: "7"}  # integers: numerical
+    assert integers.discover_classes() == {0: "3", 1: "7"}  # integers: numerical
     folder = ImageDataModule(
         data_dir=str(write_blob_folder(tmp_path / "images", 2)), image_size=16, label_column="label"
     )
-    assert folder.num_classes == 2 and folder.id2label == {0: "blue", 1: "red"}  # ClassLabel
+    assert folder.discover_classes() == {0: "blue", 1: "red"}  # ClassLabel
+    assert folder.num_classes == 2 and folder.id2label == {0: "blue", 1: "red"}
     for datamodule in (strings, integers, folder):
         datamodule.setup("fit")
         batch = next(iter(datamodule.train_dataloader()))
@@ -93,7 +97,7 @@ def test_label_columns_of_every_kind_become_ids_with_names(tmp_path: Path) -> No
         redder = images[:, 0].mean(dim=(1, 2)) > images[:, 2].mean(dim=(1, 2))
         assert torch.equal(redder, batch["class_labels"] == 1)
     unconditional = ImageDataModule(data_dir=str(tmp_path / "images"), image_size=16)
-    assert unconditional.num_classes is None
+    assert unconditional.discover_classes() is None and unconditional.num_classes is None
     unconditional.setup("fit")
     assert set(next(iter(unconditional.train_dataloader()))) == {"images"}
 
@@ -105,7 +109,7 @@ def test_a_missing_label_column_lists_the_columns() -> None:
             self.label_column = "species"
 
     with pytest.raises(MissingColumnError, match=r"species.*\['image', 'colour'\]"):
-        assert NoSuchColumn().num_classes is None  # never reached: the error comes first
+        assert NoSuchColumn().discover_classes() is None  # never reached: the error comes first
 
 
 # ---------------------------------------------------------------------------- behaviour
@@ -130,10 +134,8 @@ def test_guidance_makes_red_samples_redder_than_blue_ones() -> None:
     seeds = list(range(8))
     margins = {}
     for scale in (1.0, 3.0):
-        red, blue = (
-            module.generate_from_seeds(seeds, 25, "ddim", [colour] * 8, guidance_scale=scale)
-            for colour in ("red", "blue")
-        )
+        generator = module.image_generator(SamplingSettings("ddim", 25, guidance_scale=scale))
+        red, blue = (generator(seeds, class_labels=[colour] * 8) for colour in ("red", "blue"))
         margins[scale] = (redness(red).mean() - redness(blue).mean()).item()
     assert margins[1.0] > 0.2, margins  # red samples are plainly redder than blue ones
     assert margins[3.0] > margins[1.0], margins  # and guidance widens the gap
@@ -142,10 +144,15 @@ def test_guidance_makes_red_samples_redder_than_blue_ones() -> None:
 # ---------------------------------------------------------------------------- export
 def test_export_round_trip_reproduces_generate(tmp_path: Path) -> None:
     datamodule = Blobs(count=8)
-    module = tiny_conditional(datamodule, num_inference_steps=4)
+    module = tiny_conditional(datamodule)
     labels = ["red", "blue", "red"]
     expected = module.generate(
-        seed=3, class_labels=labels, guidance_scale=3.0, sampler="ddpm", output_type="pt"
+        seed=3,
+        class_labels=labels,
+        guidance_scale=3.0,
+        sampler="ddpm",
+        num_inference_steps=4,
+        output_type="pt",
     )
     module.save_pretrained(tmp_path / "pipeline")
     pipeline = ClassConditionalDDPMPipeline.from_pretrained(tmp_path / "pipeline")
@@ -292,7 +299,12 @@ def test_the_conditional_command_line_end_to_end(tmp_path: Path) -> None:
     labelled = "--data.init_args.label_column=label"
     fit = console(
         *tiny_command(
-            "fit", folder, run, labelled, "--trainer.max_epochs=1", "--output.guidance_scale=2"
+            "fit",
+            folder,
+            run,
+            labelled,
+            "--trainer.max_epochs=1",
+            "--output.sampling.guidance_scale=2",
         )
     )
     assert fit.returncode == 0, (fit.stdout + fit.stderr)[-3000:]
@@ -324,9 +336,9 @@ def test_the_conditional_command_line_end_to_end(tmp_path: Path) -> None:
             run,
             labelled,
             f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
-            "--model.init_args.num_predict_images=4",
-            "--model.init_args.num_inference_steps=2",
-            "--model.init_args.sampler=ddim",
+            "--predict.num_images=4",
+            "--predict.sampling.num_inference_steps=2",
+            "--predict.sampling.sampler=ddim",
         )
     )
     assert predicted.returncode == 0, predicted.stderr[-3000:]
@@ -352,20 +364,23 @@ def test_fid_of_a_conditional_model_follows_the_real_class_mix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ddpm_lightning.callbacks import FIDCallback
+    from ddpm_lightning.quality import FIDSettings
+    from ddpm_lightning.sampling import ImageGenerator
 
     requested: list[int] = []
-    original = DDPMModule.sample_images
+    original = ImageGenerator.__call__
 
-    def record(self, seeds, *args, class_labels=None, **kwargs):
+    def record(self, seeds, on_batch=None, class_labels=None):
         requested.extend(class_labels or [])
-        return original(self, seeds, *args, class_labels=class_labels, **kwargs)
+        return original(self, seeds, on_batch, class_labels)
 
-    monkeypatch.setattr(DDPMModule, "sample_images", record)
+    monkeypatch.setattr(ImageGenerator, "__call__", record)
     datamodule = Blobs(count=8, train_batch_size=4)  # 4 blue (id 0), 4 red (id 1)...
     datamodule.load_dataset = lambda: Blobs.load_dataset(datamodule).select(range(7))  # 3 blue
-    fid = FIDCallback(
-        num_images=7, num_inference_steps=1, feature_extractor=torch.nn.Flatten(), cache_dir=None
+    settings = FIDSettings(
+        num_images=7, sampling=SamplingSettings("dpm-solver++", 1, batch_size=64), cache_dir=None
     )
+    fid = FIDCallback(settings, feature_extractor=torch.nn.Flatten())
     trainer = L.Trainer(
         max_steps=1,
         logger=False,
@@ -382,9 +397,7 @@ def test_fid_of_a_conditional_model_follows_the_real_class_mix(
 
     requested.clear()
     flatten = torch.nn.Flatten()
-    evaluate_samplers(
-        module, datamodule, [("ddim", 1)], 7, feature_extractor=flatten, cache_dir=None
-    )
+    evaluate_samplers(module, datamodule, [("ddim", 1)], settings, feature_extractor=flatten)
     assert requested == [0, 0, 0, 1, 1, 1, 1]
 
 
@@ -393,7 +406,7 @@ def test_a_streamed_class_folder_carries_labels(tmp_path: Path) -> None:
     datamodule = ImageDataModule(
         data_dir=str(folder), image_size=16, label_column="label", streaming=True
     )
-    assert datamodule.id2label == {0: "blue", 1: "red"}
+    assert datamodule.discover_classes() == {0: "blue", 1: "red"}
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     assert sorted(batch["class_labels"].tolist()) == [0, 0, 0, 1, 1, 1]

@@ -59,11 +59,11 @@ def sample(files: dict[str, Path], *extra: str) -> list[str]:
 
 #: name -> (the command, given the files; words the one-paragraph error must contain)
 MISTAKES = {
-    "0 sampler steps": (lambda f: sample(f, "--num_inference_steps=0"), ["num_inference_steps", "between 1 and"]),
-    "negative sampler steps": (lambda f: sample(f, "--num_inference_steps=-3"), ["between 1 and", "-3"]),
+    "0 sampler steps": (lambda f: sample(f, "--num_inference_steps=0"), ["num_inference_steps", "at least 1"]),
+    "negative sampler steps": (lambda f: sample(f, "--num_inference_steps=-3"), ["at least 1", "-3"]),
     "more steps than timesteps": (lambda f: sample(f, "--num_inference_steps=5000"), ["1000 training timesteps"]),
     "0 images to sample": (lambda f: sample(f, "--num_images=0"), ["num_images must be at least 1"]),
-    "0 images to predict": (lambda f: ["predict", *TINY_OVERRIDES, "--model=DDPMModule", f"--ckpt_path={f['ckpt']}", "--model.init_args.num_predict_images=0"], ["num_predict_images must be at least 1"]),
+    "0 images to predict": (lambda f: ["predict", *TINY_OVERRIDES, "--model=DDPMModule", f"--ckpt_path={f['ckpt']}", "--predict.num_images=0"], ["num_images must be at least 1"]),
     "validate without held-out images": (lambda f: ["validate", *TINY_OVERRIDES, "--model=DDPMModule", "--data=ImageDataModule", f"--data.init_args.data_dir={f['images']}", f"--ckpt_path={f['ckpt']}"], ["val_fraction", "held-out"]),
     "max_epochs 0": (lambda f: fit(f, "--trainer.max_epochs=0"), ["nothing to train"]),
     "negative learning rate": (lambda f: fit(f, "--model.init_args.learning_rate=-1"), ["learning_rate must be at least 0"]),
@@ -74,7 +74,7 @@ MISTAKES = {
     "offline Hub dataset": (lambda f: fit(f, "--data.init_args.dataset_name=someone/no-such-dataset"), ["Could not load the dataset", "imagefolder"]),
     "wrong image column": (lambda f: fit(f, "--data.init_args.image_column=picture"), ["no column 'picture'", "image"]),
     "bad source": (lambda f: ["sample", "--source=nowhere/model.ckpt"], ["No checkpoint or pipeline folder"]),
-    "sampler typo": (lambda f: fit(f, "--output.sampler=euler"), ["Unknown sampler 'euler'", "dpm-solver++"]),
+    "sampler typo": (lambda f: fit(f, "--output.sampling.sampler=euler"), ["Unknown sampler 'euler'", "dpm-solver++"]),
     "image size the UNet cannot take": (lambda f: fit(f, "--data.init_args.image_size=31"), ["image_size 31", "multiple of 2"]),
     "fine-tune size mismatch": (lambda f: fit(f, f"--model.init_args.pretrained_model_name_or_path={f['pipeline']}", "--data.init_args.image_size=32"), ["takes 16 px images", "image_size: 16"]),
     "export over a pipeline": (lambda f: ["export", f"--ckpt_path={f['ckpt']}", f"--output_dir={f['pipeline']}"], ["already", "--overwrite true"]),

@@ -261,7 +261,9 @@ def test_two_process_ddp_streaming_gives_each_rank_its_own_images(
 
 def test_fid_during_a_streamed_fit_is_a_clear_error(image_folder: Path, tmp_path: Path) -> None:
     from ddpm_lightning.callbacks import FIDCallback
+    from ddpm_lightning.quality import FIDSettings
 
-    fid = FIDCallback(num_images=2, feature_extractor=torch.nn.Flatten(), cache_dir=None)
+    settings = FIDSettings(num_images=2, cache_dir=None)
+    fid = FIDCallback(settings, feature_extractor=torch.nn.Flatten())
     with pytest.raises(InvalidSettingError, match="streamed"):
         fit_tiny(tmp_path / "run", image_folder, [fid], data={"streaming": True}, max_epochs=1)

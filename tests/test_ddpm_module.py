@@ -17,14 +17,22 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from ddpm_lightning import DDPMModule, ImageDataModule
-from ddpm_lightning.callbacks.ema import EMA, averaged_weights, ema_decay
-from ddpm_lightning.models import ddpm_module as ddpm_module_source
-from ddpm_lightning.models.objectives import training_target
-from ddpm_lightning.sampling import SAMPLERS, to_uint8
+from ddpm_lightning.callbacks import SpeedSwitches
+from ddpm_lightning.callbacks.ema import EMA, ema_decay
+from ddpm_lightning.errors import InvalidSettingError
+from ddpm_lightning.formulations import DDPMFormulation
+from ddpm_lightning.formulations import ddpm as ddpm_formulation_source
+from ddpm_lightning.formulations.ddpm_targets import training_target
+from ddpm_lightning.sampling import DDPM_SAMPLERS, SamplingSettings
+from ddpm_lightning.sampling.prediction import PredictionSettings
+from ddpm_lightning.utils.averaged_weights import averaged_weights
+from ddpm_lightning.utils.images import to_uint8
 
 from .conftest import TINY_UNET, write_images
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+#: The steps every test samples with (the old tiny models' module default, with DDPM).
+STEPS = 3
 
 
 # ---------------------------------------------------------------------- helpers
@@ -76,6 +84,10 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
 
 def unet_part(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k[len("unet.") :]: v for k, v in state_dict.items() if k.startswith("unet.")}
+
+
+def v_prediction_beta_end_003() -> DDPMFormulation:
+    return DDPMFormulation(beta_end=0.03, prediction_type="v_prediction")
 
 
 def noised(module: DDPMModule, clean, noise, timesteps) -> torch.Tensor:
@@ -131,7 +143,7 @@ class FixedNoise(DDPMModule):
         super().__init__(**kwargs)
         self.draws = draws
 
-    def sample_noise(self, images, batch_idx):
+    def sample_noise(self, images, batch_idx, generator=None):
         return self.draws[self.global_step]
 
 
@@ -179,7 +191,7 @@ def test_trainer_fit_ends_with_the_tutorial_loops_weights(tiny_model_kwargs: dic
 # ---------------------------------------------------------------------- 2. objectives
 @pytest.mark.parametrize("kind", PREDICTION_TYPES)
 def test_target_and_loss_follow_the_prediction_type(kind: str, tiny_model_kwargs: dict) -> None:
-    module = DDPMModule(**tiny_model_kwargs, prediction_type=kind)
+    module = DDPMModule(**tiny_model_kwargs, formulation=DDPMFormulation(prediction_type=kind))
     clean, noise = fixed_images(3, seed=1), fixed_images(3, seed=2)
     timesteps = torch.tensor([0, 500, 999])
     expected = expected_target(module, kind, clean, noise, timesteps)
@@ -208,9 +220,10 @@ def test_each_prediction_type_trains_on_its_target(
         calls.append((clean, noise, timesteps, prediction_type, target))
         return target
 
-    monkeypatch.setattr(ddpm_module_source, "training_target", spy)
+    monkeypatch.setattr(ddpm_formulation_source, "training_target", spy)
     L.seed_everything(0)
-    module = DDPMModule(**tiny_model_kwargs, prediction_type=kind, learning_rate=1e-3)
+    formulation = DDPMFormulation(prediction_type=kind)
+    module = DDPMModule(**tiny_model_kwargs, formulation=formulation, learning_rate=1e-3)
     start = unet_params(module)
     recorder = LossRecorder()
     make_trainer(max_steps=3, callbacks=[recorder]).fit(module, image_loader(fixed_images(4), 2))
@@ -226,7 +239,8 @@ def test_each_prediction_type_trains_on_its_target(
 @pytest.mark.parametrize("kind", PREDICTION_TYPES)
 def test_min_snr_weighting(kind: str, tiny_model_kwargs: dict) -> None:
     gamma = 5.0
-    module = DDPMModule(**tiny_model_kwargs, prediction_type=kind, min_snr_gamma=gamma)
+    formulation = DDPMFormulation(prediction_type=kind, min_snr_gamma=gamma)
+    module = DDPMModule(**tiny_model_kwargs, formulation=formulation)
     clean, noise = fixed_images(4, seed=1), fixed_images(4, seed=2)
     timesteps = torch.tensor([1, 20, 300, 900])  # SNR from far above gamma to far below
     with torch.no_grad():
@@ -276,7 +290,7 @@ class WeightsRecorder(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         with averaged_weights(trainer, pl_module) as swapped:
             self.at_epoch_end = (swapped, unet_params(pl_module))
-            self.images = pl_module.generate(2, seed=3, output_type="pt")
+            self.images = pl_module.generate(2, seed=3, num_inference_steps=STEPS, output_type="pt")
         self.after_context = unet_params(pl_module)
 
 
@@ -288,7 +302,6 @@ def ema_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     module = DDPMModule(
         image_size=16,
         **TINY_UNET,
-        num_inference_steps=3,
         learning_rate=1e-3,
         lr_scheduler="constant",
     )
@@ -333,11 +346,12 @@ def test_sampling_and_export_use_the_ema_weights(ema_run: SimpleNamespace, tmp_p
     assert swapped and all_close(inside, ema_run.ema_params)
     # After fit Lightning copies the average into the module; generate and export use it.
     assert all_close(unet_params(ema_run.module), ema_run.ema_params)
-    images = ema_run.module.generate(2, seed=3, output_type="pt")
+    images = ema_run.module.generate(2, seed=3, num_inference_steps=STEPS, output_type="pt")
     assert torch.equal(images, ema_run.recorder.images)
-    raw_module = DDPMModule(image_size=16, **TINY_UNET, num_inference_steps=3)
+    raw_module = DDPMModule(image_size=16, **TINY_UNET)
     raw_module.unet.load_state_dict(raw)
-    assert not torch.allclose(raw_module.generate(2, seed=3, output_type="pt"), images, atol=1e-4)
+    raw_images = raw_module.generate(2, seed=3, num_inference_steps=STEPS, output_type="pt")
+    assert not torch.allclose(raw_images, images, atol=1e-4)
     ema_run.module.save_pretrained(tmp_path / "export")
     exported = DDPMPipeline.from_pretrained(tmp_path / "export").unet
     assert all_close({n: p.detach() for n, p in exported.named_parameters()}, ema_run.ema_params)
@@ -357,14 +371,14 @@ def test_export_round_trip_gives_the_pipelines_images(
     tiny_model_kwargs: dict, tmp_path: Path
 ) -> None:
     torch.manual_seed(0)
-    module = DDPMModule(**tiny_model_kwargs, beta_end=0.03, prediction_type="v_prediction")
+    module = DDPMModule(**tiny_model_kwargs, formulation=v_prediction_beta_end_003())
     module.save_pretrained(tmp_path / "pipeline")
     pipeline = DDPMPipeline.from_pretrained(tmp_path / "pipeline")
     assert pipeline.scheduler.config.beta_end == 0.03
     assert pipeline.scheduler.config.prediction_type == "v_prediction"
 
     for seed in (0, 7):
-        ours = module.generate(2, seed=seed, num_inference_steps=3, sampler="ddpm")
+        ours = module.generate(2, seed=seed, num_inference_steps=STEPS, sampler="ddpm")
         theirs = pipeline(
             batch_size=2, generator=torch.Generator().manual_seed(seed), num_inference_steps=3
         ).images
@@ -372,7 +386,7 @@ def test_export_round_trip_gives_the_pipelines_images(
         for a, b in zip(ours, theirs, strict=True):
             assert np.array_equal(np.asarray(a), np.asarray(b))
         assert np.asarray(ours[0]).std() > 0
-        ours_pt = module.generate(2, seed=seed, num_inference_steps=3, output_type="pt")
+        ours_pt = module.generate(2, seed=seed, num_inference_steps=STEPS, output_type="pt")
         theirs_pt = pipeline(
             batch_size=2,
             generator=torch.Generator().manual_seed(seed),
@@ -407,7 +421,7 @@ def test_save_pretrained_refuses_to_overwrite_unless_asked(
 
 
 # ---------------------------------------------------------------------- 5. sampling
-@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+@pytest.mark.parametrize("sampler", sorted(DDPM_SAMPLERS))  # the DDPM formulation's
 def test_every_sampler_is_seeded_and_leaves_the_global_rng_alone(
     sampler: str, tiny_model_kwargs: dict
 ) -> None:
@@ -430,8 +444,8 @@ def test_pil_output_has_the_size_and_mode(
     channels: int, mode: str, tiny_model_kwargs: dict
 ) -> None:
     module = DDPMModule(**tiny_model_kwargs, channels=channels)
-    images = module.generate(3, seed=4)
-    tensor = module.generate(3, seed=4, output_type="pt")
+    images = module.generate(3, seed=4, num_inference_steps=STEPS)
+    tensor = module.generate(3, seed=4, num_inference_steps=STEPS, output_type="pt")
     assert len(images) == 3
     for image, pixels in zip(images, to_uint8(tensor), strict=True):
         assert image.mode == mode and image.size == (16, 16)
@@ -442,9 +456,9 @@ def test_pil_output_has_the_size_and_mode(
 
 @pytest.mark.parametrize("batch_size", [2, 5])
 def test_predict_generates_one_image_per_seed(batch_size: int, tiny_model_kwargs: dict) -> None:
-    module = DDPMModule(
-        **tiny_model_kwargs, seed=10, num_predict_images=5, predict_batch_size=batch_size
-    )
+    module = DDPMModule(**tiny_model_kwargs)
+    sampling = SamplingSettings("ddpm", STEPS, seed=10, batch_size=batch_size)
+    module.prediction = PredictionSettings(num_images=5, sampling=sampling)
     batches = make_trainer().predict(module)
     assert len(batches) == math.ceil(5 / batch_size)
     images = torch.cat([batch["images"] for batch in batches])
@@ -452,7 +466,7 @@ def test_predict_generates_one_image_per_seed(batch_size: int, tiny_model_kwargs
     assert images.dtype == torch.uint8 and images.shape == (5, 3, 16, 16)
     assert indices.tolist() == list(range(5))
     for i in range(5):
-        alone = to_uint8(module.generate_from_seeds([10 + i]))[0]
+        alone = to_uint8(module.image_generator(SamplingSettings("ddpm", STEPS))([10 + i]))[0]
         assert (images[i].int() - alone.int()).abs().max() <= 1
     assert not torch.equal(images[0], images[1])
 
@@ -576,7 +590,7 @@ def test_fine_tuning_starts_from_a_pipeline_and_checkpoints_stand_alone(
     tiny_model_kwargs: dict, tmp_path: Path
 ) -> None:
     torch.manual_seed(0)
-    source = DDPMModule(**tiny_model_kwargs, beta_end=0.03, prediction_type="v_prediction")
+    source = DDPMModule(**tiny_model_kwargs, formulation=v_prediction_beta_end_003())
     pretrained = tmp_path / "pretrained"
     source.save_pretrained(pretrained)
 
@@ -613,6 +627,15 @@ def test_pretrained_folder_must_match_the_data(tiny_model_kwargs: dict, tmp_path
 
 
 # ---------------------------------------------------------------------- 8. errors
+#: Where each setting is made now: the module, its formulation, or the sampling settings.
+SETTING_OWNERS = {
+    "prediction_type": lambda kwargs, value: DDPMFormulation(prediction_type=value),
+    "beta_schedule": lambda kwargs, value: DDPMFormulation(beta_schedule=value),
+    "sampler": lambda kwargs, value: SamplingSettings(sampler=value),
+    "lr_scheduler": lambda kwargs, value: DDPMModule(**kwargs, lr_scheduler=value),
+}
+
+
 @pytest.mark.parametrize(
     ("argument", "value", "allowed"),
     [
@@ -636,8 +659,9 @@ def test_pretrained_folder_must_match_the_data(tiny_model_kwargs: dict, tmp_path
 def test_unknown_choices_are_refused_with_the_allowed_ones(
     argument: str, value: str, allowed: tuple[str, ...], tiny_model_kwargs: dict
 ) -> None:
-    with pytest.raises(ValueError, match=f"Unknown {argument} '{value}'") as error:
-        DDPMModule(**tiny_model_kwargs, **{argument: value})
+    with pytest.raises(InvalidSettingError, match=f"Unknown {argument} '{value}'") as error:
+        SETTING_OWNERS[argument](tiny_model_kwargs, value)
+    assert isinstance(error.value, ValueError)
     for name in allowed:
         assert repr(name) in str(error.value)
 
@@ -690,15 +714,39 @@ def test_nan_loss_stops_training(tiny_model_kwargs: dict) -> None:
 
 # ---------------------------------------------------------------------- 9. speed switches
 def losses_and_weights(
-    module: DDPMModule, steps: int = 4, **trainer_overrides
+    module: DDPMModule, steps: int = 4, callbacks: list | None = None, **trainer_overrides
 ) -> tuple[list[float], dict]:
     """Per-step losses and final weights of a short seeded run on fixed images."""
     L.seed_everything(0)
     recorder = LossRecorder()
-    make_trainer(max_steps=steps, callbacks=[recorder], **trainer_overrides).fit(
+    callbacks = [recorder, *(callbacks or [])]
+    make_trainer(max_steps=steps, callbacks=callbacks, **trainer_overrides).fit(
         module, image_loader(fixed_images(8), 4)
     )
     return recorder.losses, unet_params(module)
+
+
+def module_and_callbacks(switch: dict) -> tuple[dict, list]:
+    """``adam_fused`` is a module (optimiser) argument; the others are ``SpeedSwitches``."""
+    module_args = {k: v for k, v in switch.items() if k == "adam_fused"}
+    speed = {k: v for k, v in switch.items() if k != "adam_fused"}
+    return module_args, [SpeedSwitches(**speed)] if speed else []
+
+
+def assert_switch_applied(switch: dict, module: DDPMModule) -> None:
+    """The switch really was on during the run (not a plain run that trivially matches)."""
+    unet = module.unet
+    checks = {
+        "channels_last": lambda: unet.conv_in.weight.is_contiguous(
+            memory_format=torch.channels_last
+        ),
+        "float32_matmul_precision": lambda: torch.get_float32_matmul_precision() == "high",
+        "gradient_checkpointing": lambda: unet.is_gradient_checkpointing,
+        "compile_unet": lambda: getattr(unet, "_compiled_call_impl", None) is not None,
+    }
+    for name in switch:
+        if name in checks:
+            assert checks[name](), name
 
 
 @pytest.fixture(scope="module")
@@ -722,9 +770,11 @@ def test_speed_switch_trains_the_plain_paths_loss_curve(switch: dict, plain_run,
     precision = torch.get_float32_matmul_precision()  # process-wide: put back afterwards
     try:
         L.seed_everything(0)
-        module = DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1, **switch)
+        module_args, callbacks = module_and_callbacks(switch)
+        module = DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1, **module_args)
         keys = list(module.state_dict())
-        losses, weights = losses_and_weights(module)
+        losses, weights = losses_and_weights(module, callbacks=callbacks)
+        assert_switch_applied(switch, module)
     finally:
         torch.set_float32_matmul_precision(precision)
     plain_losses, plain_weights = plain_run
@@ -753,8 +803,9 @@ def test_speed_switch_on_gpu_trains_the_plain_paths_loss_curve(switch: dict) -> 
     # Where the switches take effect: fused kernels, tensor-core layouts, TF32 and Triton.
     def run(**options) -> tuple[list[float], dict]:
         L.seed_everything(0)
-        module = DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1, **options)
-        return losses_and_weights(module, accelerator="gpu")
+        module_args, callbacks = module_and_callbacks(options)
+        module = DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1, **module_args)
+        return losses_and_weights(module, callbacks=callbacks, accelerator="gpu")
 
     precision = torch.get_float32_matmul_precision()
     try:

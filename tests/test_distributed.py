@@ -71,7 +71,7 @@ def test_two_process_ddp_on_cpu(tmp_path: Path, image_folder: Path) -> None:
 class PerImageNoise(DDPMModule):
     """Noise and timesteps that depend on each image, not on how images are batched."""
 
-    def sample_noise(self, images, batch_idx):
+    def sample_noise(self, images, batch_idx, generator=None):
         noises, timesteps = [], []
         for image in images:
             seed = int(image.double().sum().mul(1000).round().item()) % 2**31
@@ -131,8 +131,8 @@ class NaNOnRankOne(DDPMModule):
         super().__init__(**kwargs)
         self.error_folder = Path(error_folder)
 
-    def diffusion_loss(self, images, noise, timesteps):
-        loss = super().diffusion_loss(images, noise, timesteps)
+    def diffusion_loss(self, images, noise, noise_levels, class_labels=None):
+        loss = super().diffusion_loss(images, noise, noise_levels, class_labels)
         if self.global_rank == 1 and self.global_step == 1:
             return loss * float("nan")
         return loss

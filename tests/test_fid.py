@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from urllib.error import URLError
@@ -21,16 +22,18 @@ from torch import nn
 from ddpm_lightning import DDPMModule, ImageDataModule
 from ddpm_lightning.callbacks import EMA
 from ddpm_lightning.callbacks.fid import FIDCallback
+from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.quality import (
     FeatureExtractorUnavailableError,
+    FIDSettings,
     SampleQualityEvaluator,
     build_feature_extractor,
     evaluate_samplers,
     feature_extractor_id,
     format_table,
     real_image_batches,
-    shard,
 )
+from ddpm_lightning.sampling import SamplingSettings, shard
 
 from .conftest import TINY_UNET
 
@@ -97,17 +100,18 @@ def tiny_module(tiny_model_kwargs: dict, **overrides) -> DDPMModule:
     return DDPMModule(**{**tiny_model_kwargs, **overrides})
 
 
-def fid_callback(cache_dir: Path, **overrides) -> FIDCallback:
+def fid_callback(
+    cache_dir: Path, sampling: SamplingSettings | None = None, **overrides
+) -> FIDCallback:
+    """FID of 8 images (3 DPM-Solver++ steps by default, one batch) with TinyFeatures."""
     settings = {
         "num_images": NUM_IMAGES,
-        "num_inference_steps": 3,
-        "batch_size": NUM_IMAGES,
-        "feature_extractor": TinyFeatures(),
+        "sampling": sampling or SamplingSettings("dpm-solver++", 3, batch_size=NUM_IMAGES),
         "cache_dir": str(cache_dir),
         "kid_subsets": 10,
         **overrides,
     }
-    return FIDCallback(**settings)
+    return FIDCallback(FIDSettings(**settings), feature_extractor=TinyFeatures())
 
 
 def trainer_for(tmp_path: Path, callbacks: list, **overrides) -> L.Trainer:
@@ -167,18 +171,18 @@ def test_evaluate_samplers_caches_real_statistics(
     module = tiny_module(tiny_model_kwargs)
     cache = tmp_path / "cache"
     samplers = [("ddim", 2), ("dpm-solver++", 3)]
-    settings = {"num_images": NUM_IMAGES, "cache_dir": str(cache), "kid_subsets": 10}
+    settings = FIDSettings(num_images=NUM_IMAGES, cache_dir=str(cache), kid_subsets=10)
     rng_state = torch.get_rng_state()
 
     first = TinyFeatures()
-    rows = evaluate_samplers(module, datamodule, samplers, feature_extractor=first, **settings)
+    rows = evaluate_samplers(module, datamodule, samplers, settings, feature_extractor=first)
     assert first.images_seen == 32 + 2 * NUM_IMAGES
     assert len(list(cache.glob("*.pt"))) == 1
     assert not list(cache.glob(".*"))  # no temporary file left behind
     assert torch.equal(torch.get_rng_state(), rng_state)  # the global RNG is never touched
 
     second = TinyFeatures()
-    again = evaluate_samplers(module, datamodule, samplers, feature_extractor=second, **settings)
+    again = evaluate_samplers(module, datamodule, samplers, settings, feature_extractor=second)
     assert second.images_seen == 2 * NUM_IMAGES  # real statistics came from the cache
     for row, same in zip(rows, again, strict=True):
         assert (same["sampler"], same["steps"]) == (row["sampler"], row["steps"])
@@ -201,9 +205,8 @@ def test_evaluate_samplers_caches_real_statistics(
 
     # Another real set (the first 20 images) is another cache entry.
     third = TinyFeatures()
-    evaluate_samplers(
-        module, datamodule, samplers[:1], feature_extractor=third, max_real_images=20, **settings
-    )
+    first_20 = replace(settings, max_real_images=20)
+    evaluate_samplers(module, datamodule, samplers[:1], first_20, feature_extractor=third)
     assert third.images_seen == 20 + NUM_IMAGES
     assert len(list(cache.glob("*.pt"))) == 2
 
@@ -218,11 +221,13 @@ def test_fid_does_not_depend_on_the_batch_size(
             module,
             datamodule,
             [("ddim", 2)],
-            num_images=NUM_IMAGES,
-            batch_size=batch_size,
+            FIDSettings(
+                num_images=NUM_IMAGES,
+                sampling=SamplingSettings("ddim", 2, batch_size=batch_size),
+                cache_dir=None,
+                kid_subsets=10,
+            ),
             feature_extractor=TinyFeatures(),
-            cache_dir=None,
-            kid_subsets=10,
         )[0]
         for batch_size in (3, NUM_IMAGES)
     ]
@@ -254,7 +259,8 @@ def test_missing_inception_weights_raise_a_clear_error(
 
     # Through a Trainer, it fails in setup, before any training step.
     module = tiny_module(tiny_model_kwargs)
-    trainer = trainer_for(tmp_path, [FIDCallback(cache_dir=str(tmp_path / "cache"))])
+    settings = FIDSettings(cache_dir=str(tmp_path / "cache"))
+    trainer = trainer_for(tmp_path, [FIDCallback(settings)])
     with pytest.raises(FeatureExtractorUnavailableError, match="feature_extractor_weights_path"):
         trainer.fit(module, datamodule_for(smooth_folder))
     assert trainer.global_step == 0
@@ -346,7 +352,8 @@ def test_fid_is_computed_on_the_ema_weights(
             self.state = {k: v.clone() for k, v in pl_module.state_dict().items()}
 
     raw = RawWeights()
-    callback = fid_callback(tmp_path / "cache", sampler="ddim", num_inference_steps=2)
+    sampling = SamplingSettings("ddim", 2, batch_size=NUM_IMAGES)
+    callback = fid_callback(tmp_path / "cache", sampling)
     module = tiny_module(tiny_model_kwargs, learning_rate=1e-2)
     trainer = trainer_for(tmp_path, [raw, EMA(decay=0.9), callback], max_epochs=1, logger=False)
     trainer.fit(module, datamodule_for(smooth_folder))
@@ -355,15 +362,18 @@ def test_fid_is_computed_on_the_ema_weights(
     def fid_of(weights: dict | None) -> float:
         scored = tiny_module(tiny_model_kwargs)
         scored.load_state_dict(weights if weights is not None else module.state_dict())
+        settings = FIDSettings(
+            num_images=NUM_IMAGES,
+            sampling=sampling,
+            cache_dir=str(tmp_path / "cache"),
+            kid_subsets=10,
+        )
         return evaluate_samplers(
             scored,
             datamodule_for(smooth_folder),
             [("ddim", 2)],
-            num_images=NUM_IMAGES,
-            batch_size=NUM_IMAGES,
+            settings,
             feature_extractor=TinyFeatures(),
-            cache_dir=str(tmp_path / "cache"),
-            kid_subsets=10,
         )[0]["fid"]
 
     # EMA's on_train_end copied the averaged weights into the module.
@@ -391,15 +401,14 @@ def test_two_ranks_give_the_one_process_value(
     def run(devices: int) -> None:
         # learning_rate=0 keeps the initial weights, so both runs sample the same model.
         strategy = DDPStrategy(start_method="fork", timeout=timedelta(seconds=60))
-        callback = Recorded(
+        settings = FIDSettings(
             num_images=9,  # 5 + 4 images: uneven shares
-            num_inference_steps=2,
-            batch_size=4,
-            feature_extractor=TinyFeatures(),
+            sampling=SamplingSettings("dpm-solver++", 2, batch_size=4),
             cache_dir=str(tmp_path / f"cache{devices}"),
             kid_subsets=10,
             kid_subset_size=6,  # random subsets: equal only if features are gathered in order
         )
+        callback = Recorded(settings, feature_extractor=TinyFeatures())
         trainer = trainer_for(
             tmp_path,
             [callback],
@@ -481,9 +490,13 @@ def test_evaluate_command_prints_a_table_per_sampler(
         ({"kid_subset_size": 1}, "kid_subset_size must be at least 2"),
         ({"num_images": 1}, "at least 2 generated images"),
         ({"every_n_epochs": 0}, "every_n_epochs must be at least 1"),
-        ({"sampler": "euler"}, "Unknown sampler"),
+        ({"sampling": {"sampler": "euler"}}, "Unknown sampler"),
     ],
 )
 def test_bad_settings_fail_when_the_callback_is_built(settings: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        FIDCallback(**settings)
+    # The callback's settings are made before it: they refuse the mistake, before any work.
+    with pytest.raises(InvalidSettingError, match=message) as error:
+        if "sampling" in settings:
+            settings = {"sampling": SamplingSettings(**settings["sampling"])}
+        FIDCallback(FIDSettings(**settings))
+    assert isinstance(error.value, ValueError)

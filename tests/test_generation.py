@@ -15,7 +15,9 @@ from torch import nn
 from ddpm_lightning import DDPMModule, ImageDataModule
 from ddpm_lightning.callbacks import FIDCallback, PNGPredictionWriter, SampleGridCallback
 from ddpm_lightning.cli import run
-from ddpm_lightning.sampling.generation import ImageGenerator
+from ddpm_lightning.quality import FIDSettings
+from ddpm_lightning.sampling import SamplingSettings
+from ddpm_lightning.sampling.prediction import PredictionSettings
 from ddpm_lightning.sampling.progress import sampling_progress
 from ddpm_lightning.utils.images import image_grid, to_uint8
 
@@ -75,7 +77,8 @@ def module() -> DDPMModule:
 @pytest.fixture(scope="module")
 def reference(module: DDPMModule) -> torch.Tensor:
     """The images of seeds 0..5 from one batch in one process."""
-    return to_uint8(module.generate_from_seeds(list(range(NUM_IMAGES)), STEPS, SAMPLER))
+    generator = module.image_generator(SamplingSettings(SAMPLER, STEPS))
+    return to_uint8(generator(list(range(NUM_IMAGES))))
 
 
 @pytest.mark.parametrize("devices", [1, 2])
@@ -83,16 +86,15 @@ def test_grid_fid_and_predict_give_the_same_images_on_any_number_of_processes(
     devices: int, module: DDPMModule, reference: torch.Tensor, tmp_path: Path, image_folder: Path
 ) -> None:
     strategy = "ddp_fork" if devices > 1 else "auto"
-    settings = {"sampler": SAMPLER, "num_inference_steps": STEPS}
-    grid = SampleGridCallback(str(tmp_path), 1, NUM_IMAGES, **settings)
+    grid = SampleGridCallback(str(tmp_path), 1, NUM_IMAGES, SamplingSettings(SAMPLER, STEPS))
+    # batch_size 4: 6 images over 2 ranks: 3 each; on one process batches of 4 and 2
+    fid_sampling = SamplingSettings(SAMPLER, STEPS, batch_size=4)
     fid = RecordGeneratedForFID(
         tmp_path,
-        num_images=NUM_IMAGES,
-        batch_size=4,  # 6 images over 2 ranks: 3 each; on one process batches of 4 and 2
+        settings=FIDSettings(
+            num_images=NUM_IMAGES, sampling=fid_sampling, cache_dir=None, kid_subset_size=2
+        ),
         feature_extractor=RecordingFeatures(),
-        cache_dir=None,
-        kid_subset_size=2,
-        **settings,
     )
     common = {"accelerator": "cpu", "devices": devices, "strategy": strategy, "logger": False}
     common |= {"enable_progress_bar": False, "enable_model_summary": False}
@@ -112,7 +114,8 @@ def test_grid_fid_and_predict_give_the_same_images_on_any_number_of_processes(
     assert [len(share) for share in shares] == [NUM_IMAGES // devices] * devices
     assert_same_pixels(torch.cat(shares), reference)
 
-    module.hparams.update(num_predict_images=NUM_IMAGES, predict_batch_size=4, **settings)
+    predict_sampling = SamplingSettings(SAMPLER, STEPS, batch_size=4)
+    module.prediction = PredictionSettings(num_images=NUM_IMAGES, sampling=predict_sampling)
     writer = PNGPredictionWriter(str(tmp_path / "predictions"))
     L.Trainer(callbacks=[writer], **common).predict(module, return_predictions=False)
     predicted = sorted((tmp_path / "predictions").glob("*.png"))
@@ -143,7 +146,7 @@ def test_progress_counts_steps_times_batches_only_on_a_terminal(
     monkeypatch.setattr("ddpm_lightning.sampling.progress.DELAY_SECONDS", 0.0)
     for stdout in (Terminal(), io.StringIO()):
         monkeypatch.setattr("sys.stdout", stdout)
-        generator = ImageGenerator(module, SAMPLER, STEPS, batch_size=2)
+        generator = module.image_generator(SamplingSettings(SAMPLER, STEPS, batch_size=2))
         with sampling_progress(3 * STEPS, "probe") as bar:
             bars.append(bar.total)
         generator(list(range(5)))  # 3 batches of 2 steps

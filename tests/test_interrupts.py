@@ -59,8 +59,8 @@ def fit_command(output_dir: Path, images: Path, *extra: str) -> list[str]:
         "--output.save_model_epochs=100",
         "--output.save_image_epochs=100",
         "--output.eval_batch_size=2",
-        "--output.sampler=ddim",
-        "--output.num_inference_steps=2",
+        "--output.sampling.sampler=ddim",
+        "--output.sampling.num_inference_steps=2",
         "--output.throughput_window=2",
         *extra,
     ]
@@ -134,7 +134,7 @@ def start_and_signal(
     return process, log
 
 
-def test_ctrl_c_stops_at_the_epoch_end_and_last_resumes_to_the_uninterrupted_weights(
+def test_ctrl_c_stops_after_an_epochs_last_ckpt_and_last_resumes_to_the_uninterrupted_weights(
     tmp_path: Path, run_images: Path, uninterrupted
 ) -> None:
     run = tmp_path / "run"
@@ -142,7 +142,8 @@ def test_ctrl_c_stops_at_the_epoch_end_and_last_resumes_to_the_uninterrupted_wei
     finish(process, log, expected=1)  # Lightning's exit status after Ctrl-C
     last = run / "checkpoints" / "last.ckpt"
     stopped = torch.load(last, weights_only=False)
-    # Stopped at the end of epoch 0 or 1, well before the end of the run, and nothing mid-epoch.
+    # Stopped as epoch 1 or 2 began (InterruptHandler: after the previous epoch's last.ckpt),
+    # well before the end of the run, and nothing mid-epoch.
     assert stopped["global_step"] in (BATCHES_PER_EPOCH, 2 * BATCHES_PER_EPOCH)
     assert not (run / "checkpoints" / "interrupted.ckpt").exists()
     assert "--ckpt_path last" in log.read_text()
@@ -311,21 +312,47 @@ def test_a_full_disk_gives_one_clear_error_and_keeps_the_last_checkpoint(
     assert torch.load(checkpoints / "last.ckpt", weights_only=False)["global_step"] == 8
 
 
-def test_resume_checkpoint_leaves_a_custom_checkpoint_io_alone(tmp_path: Path) -> None:
+def test_checkpoints_are_written_atomically_unless_a_custom_checkpoint_io_is_given(
+    tmp_path: Path, image_folder: Path
+) -> None:
     from lightning.pytorch.plugins import TorchCheckpointIO
 
-    from ddpm_lightning.callbacks import AtomicCheckpointIO
+    from ddpm_lightning.cli import run
+    from ddpm_lightning.plugins import AtomicCheckpointIO
+    from ddpm_lightning.training_outputs import TrainingOutputs
+
+    from .test_cli import tiny_command
 
     class CustomIO(TorchCheckpointIO):
         pass
 
-    callback = ResumeCheckpoint(tmp_path / "checkpoints")
-    for given, expected in ((None, AtomicCheckpointIO), (CustomIO(), CustomIO)):
+    outputs = TrainingOutputs(output_dir=tmp_path / "run")
+    assert [type(plugin) for plugin in outputs.plugins()] == [AtomicCheckpointIO]
+    custom = CustomIO()
+    assert outputs.plugins([custom]) == [custom]  # a user's CheckpointIO is kept, unchanged
+    # ... and the ResumeCheckpoint leaves the strategy's checkpoint IO alone in setup.
+    for given, expected in ((None, AtomicCheckpointIO), (custom, CustomIO)):
+        callbacks = outputs.callbacks()
         trainer = L.Trainer(
-            accelerator="cpu", callbacks=[callback], plugins=[given] if given else None
+            accelerator="cpu",
+            callbacks=callbacks,
+            plugins=outputs.plugins([given] if given else None),
+            logger=False,
         )
-        callback.setup(trainer, DDPMModule(image_size=16, **TINY_UNET), "fit")
+        resume = next(cb for cb in callbacks if isinstance(cb, ResumeCheckpoint))
+        resume.setup(trainer, DDPMModule(image_size=16, **TINY_UNET), "fit")
         assert type(trainer.strategy.checkpoint_io) is expected
+        assert trainer.strategy.checkpoint_io is given or given is None
+    # Through the CLI: atomic by default, a given CheckpointIO plugin as it is.
+    one_batch = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1"]
+    for given, expected in (
+        ([], AtomicCheckpointIO),
+        (["--trainer.plugins=lightning.pytorch.plugins.TorchCheckpointIO"], TorchCheckpointIO),
+    ):
+        run_dir = tmp_path / f"cli-{expected.__name__}"
+        cli = run(tiny_command("fit", image_folder, run_dir, *one_batch, *given))
+        assert type(cli.trainer.strategy.checkpoint_io) is expected
+        assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
 # ---------------------------------------------------------------------- exports

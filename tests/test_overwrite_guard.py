@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ddpm_lightning import DDPMModule
 from ddpm_lightning.cli import run
+from ddpm_lightning.sampling import generation
 
 from .test_cli import TINY_OVERRIDES
 
@@ -21,15 +21,15 @@ def fit_args(image_folder: Path, output_dir: Path, *extra: str) -> list[str]:
 
 @pytest.fixture
 def generations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the batches any path generates."""
+    """Counts the batches any path generates (every one goes through ImageGenerator)."""
     calls: list[int] = []
-    original = DDPMModule.sample_images
+    original = generation.denoise
 
-    def counted(self, seeds, *args, **kwargs):
-        calls.append(len(seeds))
-        return original(self, seeds, *args, **kwargs)
+    def counted(unet, scheduler, num_images, *args, **kwargs):
+        calls.append(num_images)
+        return original(unet, scheduler, num_images, *args, **kwargs)
 
-    monkeypatch.setattr(DDPMModule, "sample_images", counted)
+    monkeypatch.setattr(generation, "denoise", counted)
     return calls
 
 
@@ -53,16 +53,18 @@ def test_predict_refuses_before_generating_and_proceeds_when_asked(
     run(fit_args(image_folder, tmp_path / "run"))
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
     predict = ["predict", *TINY_OVERRIDES, "--model=DDPMModule", f"--ckpt_path={checkpoint}",
-               f"--output.output_dir={tmp_path / 'run'}", "--model.init_args.num_predict_images=3",
-               "--model.init_args.num_inference_steps=2"]  # fmt: skip
+               f"--output.output_dir={tmp_path / 'run'}", "--predict.num_images=3",
+               "--predict.sampling.num_inference_steps=2"]  # fmt: skip
     earlier = tmp_path / "run" / "predictions" / "00000.png"
     earlier.parent.mkdir()
     Image.new("RGB", (16, 16), "red").save(earlier)
     generated_in_fit = len(generations)
+    assert generated_in_fit > 0  # the counter sees the fit's grid
     with pytest.raises(FileExistsError, match=r"00000\.png.*overwrite_output_dir true"):
         run(predict)
     assert len(generations) == generated_in_fit  # refused before generating anything
     run([*predict, "--output.overwrite_output_dir=true"])
+    assert sum(generations[generated_in_fit:]) == 3
     written = sorted(p.name for p in earlier.parent.iterdir())
     assert written == ["00000.png", "00001.png", "00002.png"]
     assert Image.open(earlier).getpixel((0, 0)) != (255, 0, 0)  # replaced by a generated image

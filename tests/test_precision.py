@@ -18,8 +18,12 @@ from lightning.pytorch.plugins import MixedPrecision
 from PIL import Image
 
 from ddpm_lightning import DDPMModule
+from ddpm_lightning.sampling import SamplingSettings
 
-from .conftest import TINY_UNET, fit_tiny
+from .conftest import TINY_UNET, few_steps, fit_tiny
+
+#: The grids' sampling: DDIM in 3 steps.
+GRID_SAMPLING = {"sampling": few_steps(steps=3)}
 
 
 class RecordLosses(L.Callback):
@@ -56,12 +60,12 @@ def train_and_sample(
         tmp_path / "run",
         image_folder,
         [losses],
-        outputs={"num_inference_steps": 3},
+        outputs=GRID_SAMPLING,
         max_epochs=2,
         accelerator=accelerator,
         devices=1,
         precision=precision,
-        plugins=plugins,
+        plugins=plugins or None,
     )
     assert losses.losses and all(np.isfinite(losses.losses))
     for epoch in (0, 1):
@@ -102,7 +106,7 @@ def test_fp16_mixed_trains_samples_and_resumes_its_grad_scaler_on_cpu(
         image_folder,
         [recorder],
         ckpt_path="last",
-        outputs={"num_inference_steps": 3},
+        outputs=GRID_SAMPLING,
         max_epochs=3,
         accelerator="cpu",
         plugins=[fp16_on_cpu(init_scale=1.0)],
@@ -114,9 +118,10 @@ def test_fp16_mixed_trains_samples_and_resumes_its_grad_scaler_on_cpu(
 
 def test_bf16_sampling_gives_finite_images_close_to_fp32() -> None:
     module = DDPMModule(image_size=16, **TINY_UNET)
-    reference = module.generate_from_seeds([0, 1], num_inference_steps=3, sampler="ddim")
+    generator = module.image_generator(SamplingSettings("ddim", 3))
+    reference = generator([0, 1])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = module.generate_from_seeds([0, 1], num_inference_steps=3, sampler="ddim")
+        low = generator([0, 1])
     assert low.dtype == torch.float32 and torch.isfinite(low).all()
     assert (low - reference).abs().mean() < 0.05
 

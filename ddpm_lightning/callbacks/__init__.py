@@ -1,27 +1,29 @@
-"""Callbacks: what happens around training (EMA, sample grids, exports, Hub pushes, metrics)."""
+"""Callbacks, one per file: what happens around training (EMA, grids, exports, pushes, FID)."""
 
-from ddpm_lightning.callbacks.ema import EMA, averaged_weights
+from ddpm_lightning.callbacks.ema import EMA
 from ddpm_lightning.callbacks.fid import FIDCallback
+from ddpm_lightning.callbacks.interrupt_handler import InterruptHandler, TrainingInterrupted
+from ddpm_lightning.callbacks.output_folder_lock import OutputFolderLock
 from ddpm_lightning.callbacks.pipeline_export import PipelineExportCallback
 from ddpm_lightning.callbacks.prediction_writer import PNGPredictionWriter
 from ddpm_lightning.callbacks.push_to_hub import HubPushError, PushToHubCallback
-from ddpm_lightning.callbacks.resume_checkpoint import AtomicCheckpointIO, ResumeCheckpoint
+from ddpm_lightning.callbacks.resume_checkpoint import ResumeCheckpoint
 from ddpm_lightning.callbacks.sample_grid import SampleGridCallback
-from ddpm_lightning.callbacks.training_outputs import ImageThroughputMonitor, TrainingOutputs
-from ddpm_lightning.quality import FeatureExtractorUnavailableError
+from ddpm_lightning.callbacks.speed_switches import SpeedSwitches
+from ddpm_lightning.callbacks.throughput import ImageThroughputMonitor
 
 __all__ = [
-    "AtomicCheckpointIO",
     "EMA",
     "FIDCallback",
-    "FeatureExtractorUnavailableError",
     "HubPushError",
     "ImageThroughputMonitor",
+    "InterruptHandler",
+    "OutputFolderLock",
     "PNGPredictionWriter",
     "PipelineExportCallback",
     "PushToHubCallback",
     "ResumeCheckpoint",
     "SampleGridCallback",
-    "TrainingOutputs",
-    "averaged_weights",
+    "SpeedSwitches",
+    "TrainingInterrupted",
 ]

@@ -9,9 +9,8 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.private_apis import averaged_model
-from ddpm_lightning.utils.averaged_weights import averaged_weights
 
-__all__ = ["EMA", "averaged_weights", "ema_decay"]
+__all__ = ["EMA", "ema_decay"]
 
 
 def ema_decay(

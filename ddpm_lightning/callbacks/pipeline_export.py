@@ -8,11 +8,10 @@ from pathlib import Path
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from ddpm_lightning.callbacks.epoch_schedule import is_due
-from ddpm_lightning.callbacks.sample_grid import RUN_ADVICE
 from ddpm_lightning.utils.atomic_export import PIPELINE_MARKER
 from ddpm_lightning.utils.averaged_weights import averaged_weights
 from ddpm_lightning.utils.checks import check_at_least
-from ddpm_lightning.utils.overwrite_guard import refuse_to_overwrite
+from ddpm_lightning.utils.overwrite_guard import RUN_ADVICE, refuse_to_overwrite
 
 #: Called on global rank zero after each export with (trainer, folder, epoch).
 ExportListener = Callable[[Trainer, Path, int], None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ class PNGPredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
         self.overwrite = overwrite
+        #: Images this process has written.
+        self.written = 0
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Refuse an earlier run's images here: every rank finishes setup before any writes."""
@@ -35,6 +38,7 @@ class PNGPredictionWriter(BasePredictionWriter):
             "(--output.overwrite_output_dir true; overwrite=True in Python)."
         )
         refuse_to_overwrite(sorted(self.output_dir.glob("*.png")), self.overwrite, advice)
+        self.written = 0
 
     def write_on_batch_end(
         self,
@@ -51,3 +55,14 @@ class PNGPredictionWriter(BasePredictionWriter):
         names = prediction.get("class_names") or [None] * len(indices)
         for image, index, name in zip(prediction["images"], indices, names):
             save_png(image, self.output_dir / image_file_name(index, name))
+            self.written += 1
+
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        """Say what an interrupted prediction kept: every finished batch is on disk."""
+        print(
+            f"Prediction stopped ({type(exception).__name__}): rank {trainer.global_rank} wrote "
+            f"{self.written} images to {self.output_dir}.",
+            file=sys.stderr,
+        )

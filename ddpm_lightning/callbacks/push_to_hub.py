@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import HfApi, get_token
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -17,16 +18,23 @@ from ddpm_lightning.errors import InvalidSettingError, UsageError
 from ddpm_lightning.utils.atomic_export import PIPELINE_MARKER
 
 #: Module hyperparameters and datamodule attributes worth a line in the card.
-_MODULE_SETTINGS = """image_size channels block_out_channels layers_per_block num_train_timesteps
-    beta_schedule prediction_type learning_rate lr_scheduler lr_warmup_steps min_snr_gamma
-    pretrained_model_name_or_path""".split()
+_MODULE_SETTINGS = """image_size channels block_out_channels layers_per_block num_classes
+    learning_rate lr_scheduler lr_warmup_steps pretrained_model_name_or_path""".split()
+_FORMULATION_SETTINGS = (
+    """num_train_timesteps beta_schedule prediction_type min_snr_gamma""".split()
+)
 _DATA_SETTINGS = "dataset_name data_dir split train_batch_size random_flip center_crop".split()
 
 
 def model_card(repo_id: str, trainer: Trainer, epoch: int, grid: Path | None) -> str:
     """A Hub model card (README.md) as diffusers' scripts write it, with the run's settings."""
-    hparams = trainer.lightning_module.hparams
+    module = trainer.lightning_module
+    hparams = module.hparams
     settings = {key: hparams.get(key) for key in _MODULE_SETTINGS if key in hparams}
+    formulation = hparams.get("formulation") or {}
+    settings["formulation"] = str(formulation.get("class_path", "")).rpartition(".")[2]
+    init_args = formulation.get("init_args") or {}
+    settings.update({key: init_args[key] for key in _FORMULATION_SETTINGS if key in init_args})
     datamodule = getattr(trainer, "datamodule", None)
     for key in _DATA_SETTINGS:
         if hasattr(datamodule, key):
@@ -42,18 +50,19 @@ def model_card(repo_id: str, trainer: Trainer, epoch: int, grid: Path | None) ->
         dataset = f"a local image folder ({settings.get('data_dir')})"
     rows = "\n".join(f"| {key} | {value} |" for key, value in settings.items())
     samples = f"![Samples after epoch {epoch}](samples/{grid.name})\n" if grid else ""
+    kind, tag, usage = _kind_and_usage(repo_id, module.classes)
     return f"""---
 library_name: diffusers
 tags:
 - pytorch
 - diffusers
-- unconditional-image-generation
+- {tag}
 - ddpm_lightning
 ---
 
 # {repo_id}
 
-An unconditional image generation model (a `UNet2DModel` trained as a DDPM) on {dataset},
+A{kind} image generation model (a `UNet2DModel` trained as a DDPM) on {dataset},
 trained with [ddpm_lightning](https://pypi.org/project/ddpm-lightning/) following the diffusers
 "train a diffusion model" tutorial. This upload is after epoch {epoch} (step {trainer.global_step}).
 
@@ -62,13 +71,7 @@ trained with [ddpm_lightning](https://pypi.org/project/ddpm-lightning/) followin
 {samples}
 ## Usage
 
-```python
-from diffusers import DDPMPipeline
-
-pipeline = DDPMPipeline.from_pretrained("{repo_id}")
-image = pipeline().images[0]
-image
-```
+{usage}
 
 ## Training settings
 
@@ -76,6 +79,32 @@ image
 | --- | --- |
 {rows}
 """
+
+
+def _kind_and_usage(repo_id: str, classes: Any) -> tuple[str, str, str]:
+    """The card's model kind, its tag and how to load it: the pipeline class the export is."""
+    if not classes.conditional:
+        usage = f"""```python
+from diffusers import DDPMPipeline
+
+pipeline = DDPMPipeline.from_pretrained("{repo_id}")
+image = pipeline().images[0]
+```"""
+        return "n unconditional", "unconditional-image-generation", usage
+    names = [classes.name(index) for index in range(classes.num_classes)]
+    first = names[0]
+    usage = f"""A class-conditional `ClassConditionalDDPMPipeline` (`pip install ddpm_lightning`):
+one image per class label, with classifier-free guidance above `guidance_scale` 1.
+
+```python
+from ddpm_lightning.pipelines import ClassConditionalDDPMPipeline
+
+pipeline = ClassConditionalDDPMPipeline.from_pretrained("{repo_id}")
+image = pipeline(pipeline.get_label_ids(["{first}"]), guidance_scale=3.0).images[0]
+```
+
+Class labels ({len(names)}): {", ".join(f"`{name}`" for name in names)}."""
+    return " class-conditional", "class-conditional-image-generation", usage
 
 
 class HubPushError(UsageError, RuntimeError):

@@ -8,20 +8,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from ddpm_lightning.callbacks.epoch_schedule import is_due
 from ddpm_lightning.errors import InvalidSettingError
-from ddpm_lightning.sampling import check_sampler_name
-from ddpm_lightning.sampling.generation import ImageGenerator
+from ddpm_lightning.sampling import SamplingSettings
 from ddpm_lightning.sampling.seeds import image_seeds
 from ddpm_lightning.utils.images import grid_shape, image_grid, save_png, to_pil, to_uint8
-from ddpm_lightning.utils.overwrite_guard import refuse_to_overwrite
-
-__all__ = ["RUN_ADVICE", "SampleGridCallback", "grid_shape"]
-
-#: How to go on when fit finds an earlier run's outputs.
-RUN_ADVICE = (
-    "Resume that run (--ckpt_path last; ckpt_path='last' in Python), choose another output "
-    "folder (--output.output_dir), or replace it (--output.overwrite_output_dir true; "
-    "overwrite_output_dir=True)."
-)
+from ddpm_lightning.utils.overwrite_guard import RUN_ADVICE, refuse_to_overwrite
 
 
 class SampleGridCallback(Callback):
@@ -31,15 +21,14 @@ class SampleGridCallback(Callback):
         output_dir: the run's folder (the tutorial's ``output_dir``).
         save_image_epochs: sample every N epochs (the tutorial's 10).
         eval_batch_size: images in the grid (the tutorial's 16).
-        seed: image i of every grid comes from seed + i, so grids are comparable across epochs.
-        sampler: ``ddpm`` (the tutorial), ``ddim``, ``dpm-solver++`` or ``unipc``.
-        num_inference_steps: sampler steps (the tutorial's 1000; 20-50 suit the faster samplers).
+        sampling: sampler, steps, seed (image i of every grid comes from seed + i, so grids
+            are comparable across epochs), guidance and batch size; the tutorial's 1000 DDPM
+            steps by default.
         rows: grid rows (square by default).
         cols: grid columns (square by default).
         overwrite_output_dir: replace an earlier run's grids (a resumed run always may).
         class_labels: a class-conditional model's grid has a row per class: these classes (ids
             or names; None: the first ones), up to the grid's rows.
-        guidance_scale: classifier-free guidance of a conditional model's grid (1: none).
     """
 
     def __init__(
@@ -47,28 +36,21 @@ class SampleGridCallback(Callback):
         output_dir: str = "ddpm-butterflies-128",
         save_image_epochs: int = 10,
         eval_batch_size: int = 16,
-        seed: int = 0,
-        sampler: str = "ddpm",
-        num_inference_steps: int = 1000,
+        sampling: SamplingSettings | None = None,
         rows: int | None = None,
         cols: int | None = None,
         overwrite_output_dir: bool = False,
         class_labels: list[int | str] | None = None,
-        guidance_scale: float = 1.0,
     ) -> None:
-        check_sampler_name(sampler)
         if save_image_epochs < 1 or eval_batch_size < 1:
             raise InvalidSettingError("save_image_epochs and eval_batch_size must be at least 1.")
         self.output_dir = Path(output_dir)
         self.save_image_epochs = save_image_epochs
         self.eval_batch_size = eval_batch_size
-        self.seed = seed
-        self.sampler = sampler
-        self.num_inference_steps = num_inference_steps
+        self.sampling = sampling or SamplingSettings()
         self.rows, self.cols = grid_shape(eval_batch_size, rows, cols)
         self.overwrite_output_dir = overwrite_output_dir
         self.class_labels = class_labels
-        self.guidance_scale = guidance_scale
         self.last_grid_path: Path | None = None
 
     def grid_path(self, epoch: int) -> Path:
@@ -81,7 +63,7 @@ class SampleGridCallback(Callback):
         resuming = trainer.ckpt_path is not None
         refuse_to_overwrite(grids, self.overwrite_output_dir or resuming, RUN_ADVICE)
         pl_module.classes.ids(self.class_labels)  # unknown classes fail now, not after an epoch
-        pl_module.classes.check_guidance(self.guidance_scale)
+        pl_module.image_generator(self.sampling)  # and so do guidance and steps it cannot take
 
     def grid_labels(self, pl_module: LightningModule) -> list[int] | None:
         """A conditional model's label per grid image: a row per class; None if unconditional."""
@@ -97,16 +79,10 @@ class SampleGridCallback(Callback):
         if not is_due(trainer, self.save_image_epochs):
             return
         label = f"Sample grid, epoch {trainer.current_epoch}"
-        generator = ImageGenerator(
-            pl_module,
-            self.sampler,
-            self.num_inference_steps,
-            trainer=trainer,
-            description=label,
-            guidance_scale=self.guidance_scale,
-        )
+        generator = pl_module.image_generator(self.sampling, trainer, description=label)
         labels = self.grid_labels(pl_module)
-        seeds = image_seeds(self.seed, self.eval_batch_size if labels is None else len(labels))
+        count = self.eval_batch_size if labels is None else len(labels)
+        seeds = image_seeds(self.sampling.seed, count)
         images = generator.on_all_ranks(seeds, class_labels=labels)
         if trainer.is_global_zero:
             grid = image_grid(images, self.cols)

@@ -64,6 +64,14 @@ class StreamedPixels(IterableDataset):
         self.length = length
         self.epoch_of = epoch_of
 
+    def require_length(self, max_steps: int | None, name: str) -> None:
+        """Refuse an epoch of unknown length when only ``max_steps`` (-1: none) could end it."""
+        if self.length is None and max_steps == -1:
+            raise InvalidSettingError(
+                f"The streamed dataset {name!r} does not say how many images it "
+                "has, so an epoch has no known length: set --trainer.max_steps."
+            )
+
     def __len__(self) -> int:
         if self.length is None:
             raise TypeError("the streamed dataset's length is unknown")  # Lightning: no length

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from diffusers import UNet2DModel
+from diffusers import DDPMScheduler, UNet2DModel
 
-from ddpm_lightning.errors import InvalidSettingError
+from ddpm_lightning.errors import InvalidSettingError, SourceUnavailableError
+from ddpm_lightning.formulations import DDPMFormulation, Formulation
 
 #: The tutorial's 128 px UNet (113,673,219 parameters).
 TUTORIAL_BLOCK_OUT_CHANNELS = (128, 128, 256, 256, 512, 512)
@@ -28,11 +29,12 @@ def unet_config(
     channels: int,
     block_out_channels: Sequence[int],
     layers_per_block: int,
-    down_block_types: Sequence[str] | None,
-    up_block_types: Sequence[str] | None,
     extra: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """The full, checked ``UNet2DModel`` config: the data's size and channels, blocks, extras."""
+    """The full, checked ``UNet2DModel`` config: the data's size and channels, blocks, extras.
+
+    Block types not given in ``extra`` follow the tutorial's pattern for any depth.
+    """
     default_down, default_up = default_block_types(len(block_out_channels))
     config: dict[str, Any] = {
         "sample_size": image_size,
@@ -40,8 +42,8 @@ def unet_config(
         "out_channels": channels,
         "layers_per_block": layers_per_block,
         "block_out_channels": tuple(block_out_channels),
-        "down_block_types": tuple(down_block_types or default_down),
-        "up_block_types": tuple(up_block_types or default_up),
+        "down_block_types": default_down,
+        "up_block_types": default_up,
     }
     config.update(extra or {})
     levels = len(config["block_out_channels"])
@@ -83,8 +85,36 @@ def check_unet_matches_data(unet: UNet2DModel, image_size: int, channels: int, s
         )
 
 
-def build_unet(config: dict[str, Any]) -> UNet2DModel:
-    """Instantiate ``UNet2DModel``, naming the argument when diffusers rejects one."""
+def module_unet_config(
+    image_size: int,
+    channels: int,
+    block_out_channels: Sequence[int],
+    layers_per_block: int,
+    norm_num_groups: int,
+    unet_kwargs: dict[str, Any] | None,
+    num_classes: int | None,
+) -> dict[str, Any]:
+    """The UNet config that ``DDPMModule`` arguments (or a checkpoint's) describe."""
+    # num_class_embeds only when conditional: an unconditional config stays as it was.
+    embeds = {} if num_classes is None else {"num_class_embeds": num_classes + 1}
+    extra = {"norm_num_groups": norm_num_groups, **embeds, **(unet_kwargs or {})}
+    return unet_config(image_size, channels, block_out_channels, layers_per_block, extra)
+
+
+def build_unet(
+    image_size: int,
+    channels: int,
+    block_out_channels: Sequence[int],
+    layers_per_block: int,
+    norm_num_groups: int,
+    unet_kwargs: dict[str, Any] | None,
+    num_classes: int | None,
+) -> UNet2DModel:
+    """The tutorial's ``UNet2DModel`` for these settings; a rejected argument is named."""
+    config = module_unet_config(
+        image_size, channels, block_out_channels, layers_per_block, norm_num_groups,
+        unet_kwargs, num_classes,
+    )  # fmt: skip
     try:
         return UNet2DModel(**config)
     except TypeError as error:
@@ -109,3 +139,31 @@ def check_data_matches_model(
             f"was built for {num_classes or 'no'} classes (num_classes). Set both the same (the "
             "CLI links num_classes to the data's label_column)."
         )
+
+
+def load_pretrained(
+    source: str, image_size: int, channels: int, num_classes: int | None, formulation: Formulation
+) -> tuple[UNet2DModel, DDPMFormulation]:
+    """A pipeline's UNet and its scheduler as the formulation, checked against the data."""
+    try:
+        # low_cpu_mem_usage needs accelerate (not a dependency); off, diffusers stays quiet.
+        unet = UNet2DModel.from_pretrained(source, subfolder="unet", low_cpu_mem_usage=False)
+        scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler")
+    except (OSError, ValueError) as error:
+        raise SourceUnavailableError(
+            f"Could not load a diffusers pipeline from {source!r}: {error}\n"
+            "pretrained_model_name_or_path must be a pipeline folder (with model_index.json, "
+            "unet/ and scheduler/, as save_pretrained and the export command write) or a Hub "
+            "id of one that can be reached."
+        ) from error
+    check_unet_matches_data(unet, image_size, channels, source)
+    classes = unet.config.num_class_embeds and unet.config.num_class_embeds - 1
+    if classes != num_classes:
+        raise InvalidSettingError(
+            f"The pretrained UNet from {source!r} has {classes or 'no'} classes, but "
+            f"num_classes is {num_classes}: set num_classes to match it."
+        )
+    check_image_size(image_size, unet.config.block_out_channels)
+    min_snr_gamma = getattr(formulation, "min_snr_gamma", None)
+    # from_pretrained gives eval mode, which Lightning keeps: fine-tuning would skip dropout.
+    return unet.train(), DDPMFormulation.from_scheduler(scheduler, min_snr_gamma)

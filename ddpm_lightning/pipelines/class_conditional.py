@@ -8,7 +8,7 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from ddpm_lightning.sampling.denoise import denoise
+from ddpm_lightning.sampling.denoise import denoise, to_unit_range
 
 
 class ClassConditionalDDPMPipeline(DiffusionPipeline):
@@ -62,7 +62,7 @@ class ClassConditionalDDPMPipeline(DiffusionPipeline):
         """
         ids = [class_labels] if isinstance(class_labels, int) else list(class_labels)
         labels = torch.tensor(ids, dtype=torch.int64, device=self._execution_device)
-        images = denoise(
+        samples = denoise(
             self.unet,
             self.scheduler,
             len(ids),
@@ -71,6 +71,7 @@ class ClassConditionalDDPMPipeline(DiffusionPipeline):
             class_labels=labels,
             guidance_scale=guidance_scale,
         )
+        images = to_unit_range(samples)
         if output_type != "pt":
             images = images.cpu().permute(0, 2, 3, 1).numpy()
             if output_type == "pil":

@@ -9,10 +9,11 @@ from ddpm_lightning.quality.feature_extractors import (
 )
 from ddpm_lightning.quality.real_images import dataset_identity, real_image_batches
 from ddpm_lightning.quality.sampler_comparison import evaluate_samplers, format_table
-from ddpm_lightning.sampling.sharding import shard
+from ddpm_lightning.quality.settings import FIDSettings
 
 __all__ = [
     "DEFAULT_CACHE_DIR",
+    "FIDSettings",
     "FeatureExtractorUnavailableError",
     "InceptionFeature",
     "SampleQualityEvaluator",
@@ -22,5 +23,4 @@ __all__ = [
     "feature_extractor_id",
     "format_table",
     "real_image_batches",
-    "shard",
 ]

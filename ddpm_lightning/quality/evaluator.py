@@ -31,11 +31,11 @@ from ddpm_lightning.quality.real_images import (
     real_batch,
     real_image_batches,
 )
-from ddpm_lightning.sampling import shard, to_uint8
-from ddpm_lightning.sampling.generation import ImageGenerator
+from ddpm_lightning.sampling import ImageGenerator, shard
 from ddpm_lightning.sampling.seeds import image_seeds, labels_in_proportion
 from ddpm_lightning.utils.atomic_files import write_atomically
 from ddpm_lightning.utils.checks import check_at_least
+from ddpm_lightning.utils.images import to_uint8
 
 #: Where real-image statistics are kept between runs (``None`` disables the cache).
 DEFAULT_CACHE_DIR = "~/.cache/ddpm_lightning/fid"
@@ -206,21 +206,20 @@ class SampleQualityEvaluator:
         self,
         generator: ImageGenerator,
         num_images: int,
-        seed: int = 0,
         class_counts: Sequence[int] | None = None,
     ) -> dict[str, float]:
-        """Score images ``seed .. seed + num_images - 1`` (one per seed: any batches, any ranks).
+        """Score images ``seed ..`` (the generator's settings; one per seed: any batches, ranks).
 
         A conditional model's images get classes in the proportions of ``class_counts`` (the
         training set's), or evenly spread without them.
         """
-        labels = None
-        if generator.module.classes.conditional:
-            weights = class_counts or [1] * generator.module.classes.null_class
+        labels, classes = None, generator.classes
+        if classes.conditional:
+            weights = class_counts or [1] * classes.null_class
             labels = labels_in_proportion(weights, num_images)
         features = [self._features([])]  # the empty start covers a rank without seeds
         generator.on_all_ranks(
-            image_seeds(seed, num_images),
+            image_seeds(generator.settings.seed, num_images),
             on_batch=lambda images: features.append(self._features([to_uint8(images)])),
             gather=False,
             class_labels=labels,

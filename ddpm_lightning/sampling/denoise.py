@@ -22,7 +22,7 @@ def denoise(
     class_labels: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
 ) -> torch.Tensor:
-    """Sample ``num_images`` images in [0, 1], shape (N, C, H, W), float32.
+    """Sample ``num_images`` samples in the UNet's space, shape (N, C, H, W), in its dtype.
 
     The noise and every scheduler step draw from ``generator`` exactly as ``DDPMPipeline``
     does, so the same seed gives the same images here and in plain diffusers. A list of
@@ -32,7 +32,9 @@ def denoise(
     A class-conditional UNet takes ``class_labels`` (int64, one per image). With a
     ``guidance_scale`` other than 1, classifier-free guidance: one UNet call on the doubled
     batch (the labels, then the null class, the UNet's last class id) and
-    ``uncond + scale * (cond - uncond)``.
+    ``uncond + scale * (cond - uncond)``. Whether to guide is the caller's rule
+    (:meth:`~ddpm_lightning.sampling.classes.ClassConditioning.conditioning`); this is the
+    mechanism. :func:`to_unit_range` turns pixel-space samples into images.
     """
     config = unet.config
     size = config.sample_size
@@ -41,6 +43,8 @@ def denoise(
     device = next(unet.parameters()).device
     images = randn_tensor(shape, generator=generator, device=device, dtype=unet.dtype)
     scheduler.set_timesteps(num_inference_steps)
+    if scheduler.init_noise_sigma != 1:  # EDM samplers start at sigma_max; DDPM's at 1
+        images = images * scheduler.init_noise_sigma
     # Not every scheduler takes a generator (UniPC is deterministic); pass it where it does.
     takes_generator = "generator" in inspect.signature(scheduler.step).parameters
     step_kwargs = {"generator": generator} if takes_generator else {}
@@ -62,4 +66,9 @@ def denoise(
         ).prev_sample
         if on_step is not None:
             on_step()
-    return (images.float() / 2 + 0.5).clamp(0, 1)
+    return images
+
+
+def to_unit_range(samples: torch.Tensor) -> torch.Tensor:
+    """Pixel-space samples in [-1, 1] as float32 images in [0, 1], as ``DDPMPipeline`` does."""
+    return (samples.float() / 2 + 0.5).clamp(0, 1)

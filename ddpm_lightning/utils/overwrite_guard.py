@@ -8,6 +8,13 @@ from pathlib import Path
 
 from ddpm_lightning.errors import OutputExistsError
 
+#: How to go on when fit finds an earlier run's outputs.
+RUN_ADVICE = (
+    "Resume that run (--ckpt_path last; ckpt_path='last' in Python), choose another output "
+    "folder (--output.output_dir), or replace it (--output.overwrite_output_dir true; "
+    "overwrite_output_dir=True)."
+)
+
 
 def refuse_to_overwrite(paths: Iterable[str | os.PathLike], overwrite: bool, advice: str) -> None:
     """Before any work, raise ``OutputExistsError`` naming the first of ``paths`` that exists."""

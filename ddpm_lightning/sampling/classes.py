@@ -1,8 +1,10 @@
-"""What a class-conditional model knows of its classes: ids and names, the null class, guidance."""
+"""A class-conditional model's classes: ids and names, the null class, the guidance rule."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
 
 from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.utils.checks import check_at_least
@@ -15,7 +17,16 @@ class ClassConditioning:
     samples, and the second branch of classifier-free guidance.
     """
 
-    def __init__(self, num_classes: int | None, id2label: Mapping | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int | None,
+        id2label: Mapping | None = None,
+        class_dropout_prob: float = 0.1,
+    ) -> None:
+        if not 0.0 <= class_dropout_prob < 1.0:
+            raise InvalidSettingError(
+                f"class_dropout_prob must be in [0, 1), got {class_dropout_prob}."
+            )
         if num_classes is not None:
             check_at_least("num_classes", num_classes, 1)
         if id2label is not None and len(id2label) != num_classes:
@@ -23,6 +34,8 @@ class ClassConditioning:
                 f"id2label names {len(id2label)} classes but num_classes is {num_classes}."
             )
         self.num_classes = num_classes
+        #: While training, the share of labels replaced by the null class.
+        self.class_dropout_prob = class_dropout_prob
         #: Names by id (JSON and YAML may give the ids as strings).
         self.id2label = {int(index): str(name) for index, name in (id2label or {}).items()}
 
@@ -71,3 +84,43 @@ class ClassConditioning:
                 "this one is unconditional: leave guidance_scale at 1."
             )
         return guidance_scale
+
+    def label_kwargs(
+        self,
+        batch: Mapping[str, torch.Tensor],
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """A batch's ``class_labels`` as keyword arguments (none for an unconditional model).
+
+        ``transform`` changes them first (training drops some to the null class).
+        """
+        if not self.conditional:
+            return {}
+        if "class_labels" not in batch:
+            raise InvalidSettingError(
+                f"The model is class-conditional (num_classes={self.num_classes}) but the "
+                "batches carry no class_labels: set the data's label_column."
+            )
+        labels = batch["class_labels"]
+        return {"class_labels": transform(labels) if transform else labels}
+
+    def drop_labels(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Replace ``class_dropout_prob`` of the labels by the null class (guidance learns it)."""
+        drop = torch.rand(len(labels), generator=generator, device=labels.device)
+        return labels.masked_fill(drop < self.class_dropout_prob, self.null_class)
+
+    def conditioning(
+        self, ids: list[int] | None, num_images: int, guidance_scale: float, device: torch.device
+    ) -> tuple[torch.Tensor | None, float]:
+        """The UNet's class labels and the guidance to apply: the guidance rule, in one place.
+
+        Unconditional: no labels, no guidance. Conditional without labels: the null class,
+        for which guidance changes nothing (so it is 1). Otherwise the labels and the scale.
+        """
+        self.check_guidance(guidance_scale)
+        if not self.conditional:
+            return None, 1.0
+        if ids is None:
+            null = torch.full((num_images,), self.null_class, dtype=torch.int64, device=device)
+            return null, 1.0
+        return torch.tensor(ids, dtype=torch.int64, device=device), guidance_scale

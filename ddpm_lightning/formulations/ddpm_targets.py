@@ -1,4 +1,4 @@
-"""What the UNet is asked to predict, and how much each timestep's error counts."""
+"""DDPM's regression targets per prediction type, and min-SNR loss weights."""
 
 from __future__ import annotations
 

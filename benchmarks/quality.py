@@ -1,0 +1,512 @@
+"""Sample quality per compute: CPU training recipes, the same wall-clock budget, scored by FD.
+
+Each recipe trains a ``DDPMModule`` on the 832 butterfly photos for ``--budget-seconds`` of
+wall-clock time (a ``Timer`` stops it), samples ``--num-images`` images and scores them with a
+Fréchet distance (FD) over the features of a small species classifier trained here (Inception
+weights cannot be downloaded offline; see ``quality_features.py``). The FD comes with its
+floor (real photos against real photos: the sampling noise of that many images), its ceiling
+(uniform noise) and its spread over ``--seeds``. Each recipe's mean distance to the nearest
+training photo tells whether it copies them.
+
+    python benchmarks/quality.py                      # every recipe, seeds 0 1, 300 s each
+    python benchmarks/quality.py --recipes ddpm ema --budget-seconds 60
+
+A full default run takes about (trained models x seeds x budget) plus sampling: 8 x 2 x 300 s
+of training and roughly 20-40 minutes of sampling on two cores, so 1.7-2 hours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import _common
+import torch
+from lightning import Callback, Trainer, seed_everything
+from lightning.pytorch.callbacks import Timer
+from quality_features import CACHE_ROOT, TrainedClassifier, species_classifier, species_labels
+
+from ddpm_lightning import DDPMModule
+from ddpm_lightning.callbacks import EMA
+from ddpm_lightning.data import ImageDataModule
+from ddpm_lightning.formulations import DDPMFormulation
+from ddpm_lightning.quality import FIDSettings, SampleQualityEvaluator
+from ddpm_lightning.quiet import quiet_known_noise
+from ddpm_lightning.sampling import SamplingSettings
+from ddpm_lightning.sampling.seeds import image_seeds
+from ddpm_lightning.utils.images import to_uint8
+from ddpm_lightning.utils.tables import markdown_table
+
+#: examples/configs/folder_cpu.yaml, the main job's CPU recipe, as DDPMModule arguments, except
+#: the schedule: a wall-clock stop leaves a cosine schedule's length unknown (see NOTES).
+FOLDER_CPU_MODEL: dict[str, Any] = {
+    "image_size": 32,
+    "block_out_channels": (32, 64, 128),
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "learning_rate": 1e-3,
+    "lr_scheduler": "constant_with_warmup",
+    "lr_warmup_steps": 50,
+}
+#: folder_cpu.yaml's data settings (random flips are ImageDataModule's default).
+FOLDER_CPU_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train a model and how to sample it.
+
+    Args:
+        module: DDPMModule arguments over ``FOLDER_CPU_MODEL`` (a factory: every run gets a
+            fresh formulation).
+        sampler: the sampler that makes the scored images.
+        steps: its inference steps.
+        callbacks: extra Trainer callbacks (a factory: fresh ones every run).
+        trains_as: reuse the model this other recipe trains (same seed), only sample it anew.
+    """
+
+    module: Callable[[], dict[str, Any]] = dict
+    sampler: str = "ddpm"
+    steps: int = 100
+    callbacks: Callable[[], list[Callback]] = list
+    trains_as: str | None = None
+
+    @property
+    def sampling(self) -> str:
+        return f"{self.sampler}:{self.steps}"
+
+
+def _edm(**settings: Any) -> Any:
+    """The EDM formulation, imported only by the recipes that use it."""
+    from ddpm_lightning.formulations import EDMFormulation
+
+    return EDMFormulation(**settings)
+
+
+#: Every recipe; one line each. ``ddpm`` is folder_cpu.yaml sampled as the main job samples
+#: its grids (DDPM, 100 steps).
+RECIPES: dict[str, Recipe] = {
+    "ddpm": Recipe(),
+    "ddpm-ddim20": Recipe(sampler="ddim", steps=20, trains_as="ddpm"),  # the washed-out case
+    "min-snr": Recipe(lambda: {"formulation": DDPMFormulation(min_snr_gamma=5.0)}),
+    "v-pred": Recipe(lambda: {"formulation": DDPMFormulation(prediction_type="v_prediction")}),
+    "ema": Recipe(callbacks=lambda: [EMA(decay=0.999)]),  # sampled with the EMA weights
+    "lr-3e-4": Recipe(lambda: {"learning_rate": 3e-4}),
+    "lr-2e-3": Recipe(lambda: {"learning_rate": 2e-3}),
+    "narrow": Recipe(lambda: {"block_out_channels": (16, 32, 64)}),
+    "wide": Recipe(lambda: {"block_out_channels": (64, 128, 256)}),
+    # EDM (Karras et al. 2022): one trained model, three samplers. Not in the default set
+    # until the formulation settles; run them with --recipes edm-heun edm-euler ...
+    "edm-heun": Recipe(lambda: {"formulation": _edm()}, sampler="edm-heun", steps=18),
+    "edm-euler": Recipe(sampler="edm-euler", steps=35, trains_as="edm-heun"),
+    "edm-dpm-solver++": Recipe(sampler="edm-dpm-solver++", steps=20, trains_as="edm-heun"),
+}
+DEFAULT_RECIPES = [name for name in RECIPES if not name.startswith("edm")]
+
+#: Image ``i`` of seed ``s`` is sampled from noise seed ``s * NOISE_SEED_STRIDE + i``.
+NOISE_SEED_STRIDE = 100_000
+#: Images per sampling and feature batch.
+BATCH_SIZE = 64
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--recipes",
+        nargs="+",
+        choices=list(RECIPES),
+        default=DEFAULT_RECIPES,
+        metavar="RECIPE",
+        help=f"recipes to run, of {', '.join(RECIPES)} (default: all but edm-*)",
+    )
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[0, 1], help="runs per recipe (default: 0 1)"
+    )
+    parser.add_argument(
+        "--budget-seconds",
+        type=float,
+        default=300.0,
+        help="wall-clock training time of every model (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--num-images",
+        type=int,
+        default=416,
+        help="generated images per FD, at most half the photos (default: %(default)s, half)",
+    )
+    parser.add_argument("--data-dir", type=Path, default=_common.DEFAULT_DATA_DIR)
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=_common.RESULTS_DIR / "quality.json",
+        help="where to write the JSON results (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads (default: %(default)s)"
+    )
+    args = parser.parse_args(argv)
+    if args.num_images < 2:
+        parser.error("--num-images must be at least 2 (FD needs two images)")
+    if args.budget_seconds <= 0:
+        parser.error("--budget-seconds must be above 0")
+    args.seeds = list(dict.fromkeys(args.seeds))
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# Real images and their split
+
+
+@dataclass
+class RealPhotos:
+    """All photos at the recipes' size, uint8 (N, 3, H, W), in the training set's order."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    data_dir: Path
+
+    def split(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices of the reference half (FD's real set) and the held-out half (the floor)."""
+        order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(seed))
+        half = len(order) // 2
+        return order[:half], order[half:]
+
+
+def data_module(data_dir: Path, seed: int, random_flip: bool = True) -> ImageDataModule:
+    """folder_cpu.yaml's data: the photos squashed to 32 px, batches of 32, flipped."""
+    return ImageDataModule(
+        data_dir=str(data_dir),
+        image_size=FOLDER_CPU_MODEL["image_size"],
+        train_batch_size=FOLDER_CPU_BATCH_SIZE,
+        random_flip=random_flip,
+        seed=seed,
+    )
+
+
+def load_photos(data_dir: Path) -> RealPhotos:
+    """The decoded training images, exactly as the recipes see them (before flips)."""
+    data = data_module(data_dir, seed=0, random_flip=False)
+    data.prepare_data()
+    data.setup("fit")
+    dataset = data.train_dataset
+    images = dataset.__getitems__(list(range(len(dataset))))["images"]
+    return RealPhotos(images, species_labels(data), data_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring: FD through the package's evaluator, and the nearest-photo distance
+
+
+@dataclass
+class Scorer:
+    """FD against one seed's reference half, and nearest-photo distances against all photos."""
+
+    photos: RealPhotos
+    classifier: TrainedClassifier
+    seed: int
+    num_images: int
+    evaluator: SampleQualityEvaluator = field(init=False)
+    held_out: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        reference, self.held_out = self.photos.split(self.seed)
+        size = self.photos.images.shape[-1]
+        settings = FIDSettings(
+            num_images=self.num_images,
+            sampling=SamplingSettings(seed=self.seed, batch_size=BATCH_SIZE),
+            feature_extractor_key=f"species-classifier-{self.classifier.key}",
+            dataset_key=f"butterflies-{size}px-reference-half-split{self.seed}",
+            cache_dir=str(CACHE_ROOT / "fid"),
+        )
+        self.evaluator = settings.evaluator(self.classifier.network, sync_on_compute=False)
+        self.evaluator.prepare(
+            self.photos.images[reference],
+            {"dataset": settings.dataset_key},
+            "cpu",
+            batch_size=BATCH_SIZE,
+        )
+
+    def score(self, images: torch.Tensor, exclude: torch.Tensor | None = None) -> dict[str, float]:
+        """FD (and KID) of uint8 images against the reference half; their nearest distance."""
+        values = self.evaluator.score(images.split(BATCH_SIZE), len(images))
+        nearest = nearest_photo_distance(images, self.photos.images, exclude)
+        return {
+            "fd": values["fid"],
+            "kid": values["kid"],
+            "kid_std": values["kid_std"],
+            "nearest": nearest.mean().item(),
+        }
+
+    def floor(self) -> dict[str, float]:
+        """Held-out photos scored as if generated: FD's floor and the real nearest distance."""
+        indices = self.held_out[: self.num_images]
+        values = self.score(self.photos.images[indices], exclude=indices)  # not itself
+        return {**values, "num_images": len(indices)}
+
+    def ceiling(self) -> dict[str, float]:
+        """Uniform noise images: FD's ceiling."""
+        generator = torch.Generator().manual_seed(self.seed)
+        shape = (self.num_images, *self.photos.images.shape[1:])
+        noise = torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
+        return {**self.score(noise), "num_images": self.num_images}
+
+
+def nearest_photo_distance(
+    images: torch.Tensor, photos: torch.Tensor, exclude: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per image, the per-pixel RMS distance in [0, 1] to the nearest photo or mirrored photo.
+
+    The recipes train on random flips, so a copy may come out mirrored. ``exclude[i]``: the
+    photo (index) that image ``i`` is, left out with its mirror (real images as a reference).
+    """
+    references = torch.cat([photos, photos.flip(-1)]).flatten(1).float() / 255
+    queries = images.flatten(1).float() / 255
+    distances = torch.cdist(queries, references)
+    if exclude is not None:
+        rows = torch.arange(len(images))
+        distances[rows, exclude] = math.inf
+        distances[rows, exclude + len(photos)] = math.inf
+    return distances.min(1).values / math.sqrt(queries.shape[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Training and sampling
+
+
+@dataclass
+class TrainedModel:
+    module: DDPMModule
+    trainer: Trainer
+    steps: int
+    seconds: float
+
+
+def train(recipe: Recipe, seed: int, budget_seconds: float, data_dir: Path) -> TrainedModel:
+    """Fit ``recipe`` in this process until the wall-clock budget runs out."""
+    seed_everything(seed, verbose=False)
+    module = DDPMModule(**{**FOLDER_CPU_MODEL, **recipe.module()})
+    timer = Timer(duration=timedelta(seconds=budget_seconds), interval="step")
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision="32-true",
+        max_epochs=-1,  # the Timer stops it
+        callbacks=[timer, *recipe.callbacks()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=data_module(data_dir, seed))
+    return TrainedModel(module, trainer, trainer.global_step, timer.time_elapsed("train"))
+
+
+def sample(model: TrainedModel, recipe: Recipe, seed: int, num_images: int) -> torch.Tensor:
+    """Uint8 images from the trained model (its EMA weights when the Trainer averages)."""
+    settings = SamplingSettings(
+        recipe.sampler, recipe.steps, seed=seed * NOISE_SEED_STRIDE, batch_size=BATCH_SIZE
+    )
+    generator = model.module.image_generator(settings, model.trainer)
+    batches: list[torch.Tensor] = []
+    generator(
+        image_seeds(settings.seed, num_images), on_batch=lambda x: batches.append(to_uint8(x))
+    )
+    return torch.cat(batches).cpu()
+
+
+def training_groups(names: Sequence[str]) -> dict[str, list[str]]:
+    """Recipes by the recipe whose model they sample: one training serves them all."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(RECIPES[name].trains_as or name, []).append(name)
+    return groups
+
+
+def run_seed(
+    scorer: Scorer, names: Sequence[str], budget_seconds: float, data_dir: Path
+) -> dict[str, dict[str, Any]]:
+    """Train every needed model once with this seed, sample and score each recipe."""
+    results: dict[str, dict[str, Any]] = {}
+    for trained_as, members in training_groups(names).items():
+        print(f"seed {scorer.seed}: training {trained_as} for {budget_seconds:g} s ...", flush=True)
+        model = train(RECIPES[trained_as], scorer.seed, budget_seconds, data_dir)
+        for name in members:
+            recipe = RECIPES[name]
+            started = time.perf_counter()
+            images = sample(model, recipe, scorer.seed, scorer.num_images)
+            sampling_seconds = time.perf_counter() - started
+            results[name] = {
+                "seed": scorer.seed,
+                "training_steps": model.steps,
+                "training_seconds": model.seconds,
+                "sampling_seconds": sampling_seconds,
+                **scorer.score(images),
+            }
+            row = results[name]
+            print(
+                f"  {name} ({recipe.sampling}): {model.steps} steps, FD {row['fd']:.2f}, "
+                f"nearest {row['nearest']:.3f}, sampling {sampling_seconds:.0f} s",
+                flush=True,
+            )
+        del model
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary, table and notes
+
+
+def spread(values: Sequence[float]) -> dict[str, float | None]:
+    """Mean, sample standard deviation (None for one run), min and max."""
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per-seed runs and their spread of FD, nearest distance and training steps."""
+    keys = ("fd", "kid", "nearest", "training_steps")
+    return {
+        "runs": list(runs),
+        **{key: spread([run[key] for run in runs]) for key in keys if key in runs[0]},
+    }
+
+
+def mean_and_std(summary: dict[str, Any], digits: int) -> str:
+    std = summary["std"]
+    mean = f"{summary['mean']:.{digits}f}"
+    return mean if std is None else f"{mean} ± {std:.{digits}f}"
+
+
+def table(recipes: dict[str, dict[str, Any]], floor: dict, ceiling: dict) -> str:
+    headers = [
+        "recipe", "sampler:steps", "training steps", "FD mean ± std", "FD min–max",
+        "nearest photo (RMS)",
+    ]  # fmt: skip
+
+    def row(name: str, sampling: str, summary: dict[str, Any]) -> list[str]:
+        steps = summary.get("training_steps")
+        fd = summary["fd"]
+        return [
+            name,
+            sampling,
+            "–" if steps is None else f"{steps['mean']:.0f}",
+            mean_and_std(fd, 2),
+            f"{fd['min']:.2f}–{fd['max']:.2f}",
+            mean_and_std(summary["nearest"], 3),
+        ]
+
+    rows = [row("floor: held-out photos", "–", floor)]
+    rows += [row(name, RECIPES[name].sampling, summary) for name, summary in recipes.items()]
+    rows.append(row("ceiling: uniform noise", "–", ceiling))
+    return markdown_table(headers, rows)
+
+
+def notes(args: argparse.Namespace, photos: RealPhotos, classifier: TrainedClassifier) -> str:
+    half = len(photos.images) // 2
+    floor_images = min(args.num_images, len(photos.images) - half)
+    return "\n".join(
+        [
+            f"- FD: Fréchet distance of {classifier.network.num_features}-d features of a "
+            f"species classifier trained here ({classifier.held_out_accuracy:.0%} held-out "
+            f"accuracy on {classifier.num_held_out} photos, 10 species, chance 10%); not "
+            "comparable with Inception FID.",
+            f"- Seed s trains every model with seed s and splits the {len(photos.images)} photos "
+            f"(seeded s) into a reference half ({half}) and a held-out half. Each FD compares "
+            f"{args.num_images} images with the reference half: generated ones, {floor_images} "
+            "held-out photos (floor: what the image count alone gives) or uniform noise "
+            "(ceiling). ± is the sample std over seeds.",
+            f"- Training: {args.budget_seconds:g} s of wall-clock time per model (Lightning "
+            "Timer), folder_cpu.yaml's model and data, but a constant learning rate after the "
+            "50 warm-up steps for every recipe: a cosine schedule needs the run's length, "
+            "which a wall-clock stop only estimates, and the estimate differs by recipe speed "
+            "and machine load. ddpm-ddim20 samples the ddpm model (no training of its own).",
+            "- Nearest photo: mean over images of the per-pixel RMS distance in [0, 1] to the "
+            "nearest training photo or its mirror image; the floor row's figure is the real "
+            "reference (each held-out photo against the other photos). Far below it means "
+            "copies; blurry samples also come out low, so read it with the FD.",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    quiet_known_noise()
+    _common.set_threads(args.threads)
+    machine = _common.machine_info("cpu")
+    started = time.perf_counter()
+
+    photos = load_photos(args.data_dir)
+    if args.num_images > len(photos.images) - len(photos.images) // 2:
+        print(f"Note: the floor uses only the {len(photos.split(0)[1])} held-out photos.")
+    classifier = species_classifier(photos.images, photos.labels)
+    origin = "cached in" if classifier.cached else f"trained in {classifier.seconds:.0f} s,"
+    print(
+        f"Species classifier ({origin} {classifier.path}): held-out accuracy "
+        f"{classifier.held_out_accuracy:.1%} on {classifier.num_held_out} photos (chance 10%)."
+    )
+
+    per_seed: dict[str, list[dict[str, Any]]] = {"floor": [], "ceiling": []}
+    for seed in args.seeds:
+        scorer = Scorer(photos, classifier, seed, args.num_images)
+        per_seed["floor"].append({"seed": seed, **scorer.floor()})
+        per_seed["ceiling"].append({"seed": seed, **scorer.ceiling()})
+        for name, run in run_seed(scorer, args.recipes, args.budget_seconds, args.data_dir).items():
+            per_seed.setdefault(name, []).append(run)
+
+    floor, ceiling = summarize(per_seed.pop("floor")), summarize(per_seed.pop("ceiling"))
+    recipes = {name: summarize(per_seed[name]) for name in args.recipes}
+    heading = (
+        f"Quality per compute: {_common.describe_machine(machine)}; budget "
+        f"{args.budget_seconds:g} s per model, {args.num_images} images per FD, seeds "
+        f"{' '.join(map(str, args.seeds))}"
+    )
+    text = f"{heading}\n\n{table(recipes, floor, ceiling)}\n\n{notes(args, photos, classifier)}"
+    print(f"\n{text}")
+    print(f"\nTotal {time.perf_counter() - started:.0f} s.")
+    _common.write_json(
+        args.output,
+        {
+            "benchmark": "quality",
+            "machine": machine,
+            "settings": {
+                "recipes": {name: RECIPES[name].sampling for name in args.recipes},
+                "seeds": args.seeds,
+                "budget_seconds": args.budget_seconds,
+                "num_images": args.num_images,
+                "data_dir": str(args.data_dir),
+                "model": FOLDER_CPU_MODEL,
+                "train_batch_size": FOLDER_CPU_BATCH_SIZE,
+            },
+            "classifier": {
+                "held_out_accuracy": classifier.held_out_accuracy,
+                "num_held_out": classifier.num_held_out,
+                "num_features": classifier.network.num_features,
+                "cache_file": str(classifier.path),
+            },
+            "floor": floor,
+            "ceiling": ceiling,
+            "recipes": recipes,
+            "seconds": time.perf_counter() - started,
+            "table": text,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Whether a checkpoint fits the model a run built: refuse a resume that cannot or should not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ddpm_lightning.errors import InvalidSettingError
+from ddpm_lightning.models.unet import module_unet_config
+
+#: UNet settings whose change makes the weights another network's.
+_ARCHITECTURE = (
+    "in_channels",
+    "out_channels",
+    "block_out_channels",
+    "layers_per_block",
+    "norm_num_groups",
+    "down_block_types",
+    "up_block_types",
+    "num_class_embeds",
+)
+
+
+def _normalised(value: Any) -> Any:
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def checkpoint_unet_config(hparams: dict[str, Any]) -> dict[str, Any]:
+    """The UNet config a checkpoint's hyperparameters describe (self-contained ones too)."""
+    names = """image_size channels block_out_channels layers_per_block norm_num_groups
+        unet_kwargs num_classes""".split()
+    defaults = {"channels": 3, "layers_per_block": 2, "norm_num_groups": 32}
+    return module_unet_config(*(hparams.get(name, defaults.get(name)) for name in names))
+
+
+def check_checkpoint_fits(
+    checkpoint: dict[str, Any],
+    path: str,
+    unet: torch.nn.Module,
+    hparams: dict[str, Any],
+    allow_data_changes: bool,
+) -> None:
+    """Raise, naming each differing setting with both values, unless the checkpoint fits.
+
+    A different network (widths, levels, channels, classes) can never load. Another image size
+    or other class names would train on silently: refused unless ``allow_data_changes``.
+    """
+    saved = checkpoint.get("hyper_parameters") or {}
+    if not saved:
+        return
+    expected = checkpoint_unet_config(saved)
+    config = dict(unet.config)
+    rows = [
+        f"{key}: checkpoint {expected.get(key)!r}, this run {config.get(key)!r}"
+        for key in _ARCHITECTURE
+        if _normalised(expected.get(key)) != _normalised(config.get(key))
+    ]
+    advice = (
+        "Set the checkpoint's values (its run's config.yaml, in the logs folder, has them all) "
+        "or start a new run without --ckpt_path."
+    )
+    if rows:
+        raise InvalidSettingError(
+            f"The checkpoint {path!r} is another network than this run's model: "
+            + "; ".join(rows)
+            + ". "
+            + advice
+        )
+    data_rows = []
+    if _normalised(expected.get("sample_size")) != _normalised(config.get("sample_size")):
+        data_rows.append(
+            f"image_size: checkpoint {expected.get('sample_size')!r}, this run "
+            f"{config.get('sample_size')!r}"
+        )
+    saved_names = {int(k): str(v) for k, v in (saved.get("id2label") or {}).items()}
+    names = {int(k): str(v) for k, v in (hparams.get("id2label") or {}).items()}
+    if saved_names and names and saved_names != names:
+        data_rows.append(f"class names: checkpoint {saved_names}, this run {names}")
+    if data_rows and not allow_data_changes:
+        raise InvalidSettingError(
+            f"The checkpoint {path!r} was trained on other data: "
+            + "; ".join(data_rows)
+            + ". "
+            + advice
+            + " To go on with the new data on purpose, pass --allow_data_changes true."
+        )
