@@ -11,8 +11,10 @@ training photo tells whether it copies them.
     python benchmarks/quality.py                      # every recipe, seeds 0 1, 300 s each
     python benchmarks/quality.py --recipes ddpm ema --budget-seconds 60
 
-A full default run takes about (trained models x seeds x budget) plus sampling: 8 x 2 x 300 s
-of training and roughly 20-40 minutes of sampling on two cores, so 1.7-2 hours.
+A full default run on two otherwise idle cores takes about 4 hours: 8 trained models x 2
+seeds x (300 s + ~15 s of setup) is 1.4 hours, and sampling 416 images with 100 DDPM steps
+costs ~9 minutes per recipe at the main job's width (~3 minutes narrow, ~27 minutes wide),
+2.8 hours in all. ``--num-images 208`` halves the sampling.
 """
 
 from __future__ import annotations
@@ -141,9 +143,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--num-images",
         type=int,
         default=416,
-        help="generated images per FD, at most half the photos (default: %(default)s, half)",
+        help="generated images per FD (default: %(default)s, half the photos; the floor "
+        "uses at most the held-out half)",
     )
-    parser.add_argument("--data-dir", type=Path, default=_common.DEFAULT_DATA_DIR)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=_common.DEFAULT_DATA_DIR,
+        help="the butterfly photos, file names starting with the species (default: %(default)s)",
+    )
     parser.add_argument(
         "--output",
         type=Path,
@@ -171,8 +179,7 @@ class RealPhotos:
     """All photos at the recipes' size, uint8 (N, 3, H, W), in the training set's order."""
 
     images: torch.Tensor
-    labels: torch.Tensor
-    data_dir: Path
+    labels: torch.Tensor  # species ids, for the feature extractor
 
     def split(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Indices of the reference half (FD's real set) and the held-out half (the floor)."""
@@ -199,7 +206,7 @@ def load_photos(data_dir: Path) -> RealPhotos:
     data.setup("fit")
     dataset = data.train_dataset
     images = dataset.__getitems__(list(range(len(dataset))))["images"]
-    return RealPhotos(images, species_labels(data), data_dir)
+    return RealPhotos(images, species_labels(data))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,6 +291,8 @@ def nearest_photo_distance(
 
 @dataclass
 class TrainedModel:
+    """A fitted module, with the Trainer that holds its EMA weights (if any)."""
+
     module: DDPMModule
     trainer: Trainer
     steps: int
@@ -378,7 +387,7 @@ def spread(values: Sequence[float]) -> dict[str, float | None]:
 
 def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Per-seed runs and their spread of FD, nearest distance and training steps."""
-    keys = ("fd", "kid", "nearest", "training_steps")
+    keys = ("fd", "kid", "nearest", "training_steps", "sampling_seconds")
     return {
         "runs": list(runs),
         **{key: spread([run[key] for run in runs]) for key in keys if key in runs[0]},
@@ -391,21 +400,28 @@ def mean_and_std(summary: dict[str, Any], digits: int) -> str:
     return mean if std is None else f"{mean} ± {std:.{digits}f}"
 
 
+def min_to_max(summary: dict[str, Any] | None, digits: int) -> str:
+    if summary is None:
+        return "–"
+    low, high = f"{summary['min']:.{digits}f}", f"{summary['max']:.{digits}f}"
+    return low if low == high else f"{low}–{high}"
+
+
 def table(recipes: dict[str, dict[str, Any]], floor: dict, ceiling: dict) -> str:
     headers = [
-        "recipe", "sampler:steps", "training steps", "FD mean ± std", "FD min–max",
-        "nearest photo (RMS)",
+        "recipe", "sampler:steps", "training steps", "sampling s", "FD mean ± std",
+        "FD min–max", "nearest photo (RMS)",
     ]  # fmt: skip
 
     def row(name: str, sampling: str, summary: dict[str, Any]) -> list[str]:
-        steps = summary.get("training_steps")
         fd = summary["fd"]
         return [
             name,
             sampling,
-            "–" if steps is None else f"{steps['mean']:.0f}",
+            min_to_max(summary.get("training_steps"), 0),
+            min_to_max(summary.get("sampling_seconds"), 0),
             mean_and_std(fd, 2),
-            f"{fd['min']:.2f}–{fd['max']:.2f}",
+            min_to_max(fd, 2),
             mean_and_std(summary["nearest"], 3),
         ]
 
@@ -428,7 +444,8 @@ def notes(args: argparse.Namespace, photos: RealPhotos, classifier: TrainedClass
             f"(seeded s) into a reference half ({half}) and a held-out half. Each FD compares "
             f"{args.num_images} images with the reference half: generated ones, {floor_images} "
             "held-out photos (floor: what the image count alone gives) or uniform noise "
-            "(ceiling). ± is the sample std over seeds.",
+            "(ceiling). ± is the sample std over seeds. Noise is a reference, not a bound: a "
+            "barely trained model's saturated samples can score worse.",
             f"- Training: {args.budget_seconds:g} s of wall-clock time per model (Lightning "
             "Timer), folder_cpu.yaml's model and data, but a constant learning rate after the "
             "50 warm-up steps for every recipe: a cosine schedule needs the run's length, "
@@ -452,8 +469,9 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
 
     photos = load_photos(args.data_dir)
-    if args.num_images > len(photos.images) - len(photos.images) // 2:
-        print(f"Note: the floor uses only the {len(photos.split(0)[1])} held-out photos.")
+    held_out = len(photos.images) - len(photos.images) // 2
+    if args.num_images > held_out:
+        print(f"Note: the floor's FD uses only the {held_out} held-out photos.")
     classifier = species_classifier(photos.images, photos.labels)
     origin = "cached in" if classifier.cached else f"trained in {classifier.seconds:.0f} s,"
     print(
@@ -470,7 +488,10 @@ def main(argv: list[str] | None = None) -> None:
             per_seed.setdefault(name, []).append(run)
 
     floor, ceiling = summarize(per_seed.pop("floor")), summarize(per_seed.pop("ceiling"))
-    recipes = {name: summarize(per_seed[name]) for name in args.recipes}
+    recipes = {
+        name: {"sampling": RECIPES[name].sampling, **summarize(per_seed[name])}
+        for name in args.recipes
+    }
     heading = (
         f"Quality per compute: {_common.describe_machine(machine)}; budget "
         f"{args.budget_seconds:g} s per model, {args.num_images} images per FD, seeds "

@@ -34,6 +34,8 @@ from ddpm_lightning.utils.overwrite_guard import refuse_to_overwrite
 from ddpm_lightning.utils.signals import stop_on_sigterm
 
 TRAINER_SUBCOMMANDS = ("fit", "validate", "predict")
+#: ``--ckpt_path`` values Lightning resolves itself.
+CKPT_PATH_KEYWORDS = ("last", "best", "hpc", "registry")
 MODEL_SUBCOMMANDS = ("export", "sample", "evaluate")
 
 
@@ -84,8 +86,8 @@ class DDPMLightningCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path and Path(ckpt_path).is_file():
-            check_checkpoint_readable(ckpt_path)
+        if ckpt_path and ckpt_path not in CKPT_PATH_KEYWORDS and "://" not in str(ckpt_path):
+            check_checkpoint_readable(ckpt_path)  # missing, a folder, or broken: say so now
 
     def before_fit(self) -> None:
         """Before any work: something to train, a writable folder, a checkpoint that fits."""

@@ -130,3 +130,30 @@ def fit_tiny(
         ckpt_path=ckpt_path,
     )
     return trainer
+
+
+def assert_exact_resume(tmp_path: Path, image_folder: Path, **fit_kwargs) -> Path:
+    """Fit 2 epochs straight, and 1 epoch then ``--ckpt_path last``: the same UNet weights.
+
+    ``fit_kwargs`` go to :func:`fit_tiny`; returns the resumed run's folder.
+    """
+    import lightning as L
+    import torch
+
+    class StopAfterFirstEpoch(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            trainer.should_stop = True
+
+    def fit(run: Path, callbacks: list, ckpt_path: str | None = None) -> dict:
+        L.seed_everything(0)
+        trainer = fit_tiny(
+            run, image_folder, callbacks, ckpt_path=ckpt_path, max_epochs=2, **fit_kwargs
+        )
+        return {k: v.clone() for k, v in trainer.lightning_module.unet.state_dict().items()}
+
+    straight = fit(tmp_path / "straight", [])
+    fit(tmp_path / "resumed", [StopAfterFirstEpoch()])
+    resumed = fit(tmp_path / "resumed", [], ckpt_path="last")
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+    return tmp_path / "resumed"

@@ -287,3 +287,34 @@ def test_grid_shape_and_validation() -> None:
         SampleGridCallback(sampling=SamplingSettings(sampler="euler"))
     with pytest.raises(ValueError):
         PipelineExportCallback(save_model_epochs=0)
+
+
+def test_the_model_card_of_a_conditional_export_names_its_pipeline_and_classes() -> None:
+    # Issue 20, bug 2: a conditional export loads only as ClassConditionalDDPMPipeline.
+    from types import SimpleNamespace
+
+    from ddpm_lightning.callbacks.push_to_hub import model_card
+
+    def card(**classes) -> str:
+        module = DDPMModule(image_size=16, **TINY_UNET, **classes)
+        trainer = SimpleNamespace(
+            lightning_module=module,
+            datamodule=None,
+            num_devices=1,
+            num_nodes=1,
+            accumulate_grad_batches=1,
+            precision="32-true",
+            callbacks=[],
+            global_step=7,
+        )
+        return model_card("someone/blobs", trainer, 0, None)
+
+    conditional = card(num_classes=2, id2label={0: "blue", 1: "red"})
+    assert "ClassConditionalDDPMPipeline.from_pretrained" in conditional
+    assert "get_label_ids" in conditional and "`blue`, `red`" in conditional
+    assert "unconditional" not in conditional and "DDPMPipeline.from_pretrained" not in (
+        conditional.replace("ClassConditionalDDPMPipeline.from_pretrained", "")
+    )
+    unconditional = card()
+    assert "DDPMPipeline.from_pretrained" in unconditional and "unconditional" in unconditional
+    assert "ClassConditional" not in unconditional

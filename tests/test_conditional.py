@@ -18,10 +18,9 @@ from ddpm_lightning.loading import load_module
 from ddpm_lightning.pipelines import ClassConditionalDDPMPipeline
 from ddpm_lightning.sampling import SamplingSettings
 
-from .conftest import TINY_UNET, fit_tiny
+from .conftest import TINY_UNET, assert_exact_resume, fit_tiny
 from .test_cli import tiny_command
 from .test_console import console
-from .test_data_at_scale import StopAfterFirstEpoch
 from .test_distributed import RecordRank
 
 CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
@@ -234,27 +233,13 @@ def test_mistakes_are_clear_errors_before_any_work(tmp_path: Path) -> None:
 def test_a_conditional_run_resumed_at_an_epoch_boundary_ends_with_the_same_weights(
     tmp_path: Path,
 ) -> None:
-    folder = write_blob_folder(tmp_path / "images")
-
-    def fit(run: Path, callbacks: list, ckpt_path: str | None = None) -> dict:
-        L.seed_everything(0)
-        trainer = fit_tiny(
-            run,
-            folder,
-            callbacks,
-            ckpt_path=ckpt_path,
-            data={"label_column": "label"},
-            model={"num_classes": 2, "class_dropout_prob": 0.5},
-            outputs={"use_ema": False, "save_image_epochs": 100, "save_model_epochs": 100},
-            max_epochs=2,
-        )
-        return {k: v.clone() for k, v in trainer.lightning_module.unet.state_dict().items()}
-
-    straight = fit(tmp_path / "straight", [])
-    fit(tmp_path / "resumed", [StopAfterFirstEpoch()])
-    resumed = fit(tmp_path / "resumed", [], ckpt_path="last")
-    for name, tensor in straight.items():
-        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+    assert_exact_resume(
+        tmp_path,
+        write_blob_folder(tmp_path / "images"),
+        data={"label_column": "label"},
+        model={"num_classes": 2, "class_dropout_prob": 0.5},
+        outputs={"use_ema": False, "save_image_epochs": 100, "save_model_epochs": 100},
+    )
 
 
 def test_label_dropout_is_seeded_and_uses_the_null_class() -> None:

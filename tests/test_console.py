@@ -41,8 +41,27 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     trainer.save_checkpoint(root / "model.ckpt")
     module.save_pretrained(root / "pipeline")
     (root / "broken.ckpt").write_bytes(b"\x00" * 100)
+    # Issue 23: checkpoints that do not fit a config, in run folders that --ckpt_path last finds.
+    two_epochs = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    two_epochs.fit(DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1), ImageDataModule(data_dir=str(images), image_size=16, train_batch_size=4))  # fmt: skip
+    two_epochs.save_checkpoint(root / "two-epochs.ckpt")
+    (root / "run-last" / "checkpoints").mkdir(parents=True)
+    trainer.save_checkpoint(root / "run-last" / "checkpoints" / "last.ckpt")
+    classes = {"two": ["blue", "red"], "three": ["blue", "green", "red"], "renamed": ["cyan", "magenta"]}  # fmt: skip
+    for name, names in classes.items():
+        for label in names:
+            write_images(root / name / label, 2, seed=len(label))
+    labelled = ImageDataModule(data_dir=str(root / "two"), image_size=16, train_batch_size=4, label_column="label")  # fmt: skip
+    labelled.discover_classes()
+    conditional = DDPMModule(image_size=16, **TINY_UNET, lr_warmup_steps=1, num_classes=2, id2label=labelled.id2label)  # fmt: skip
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(conditional, labelled)
+    (root / "run-conditional" / "checkpoints").mkdir(parents=True)
+    trainer.save_checkpoint(root / "run-conditional" / "checkpoints" / "last.ckpt")
+    (root / "a-file").write_text("not a folder")
     return {"root": root, "images": images, "corrupt": corrupt, "ckpt": root / "model.ckpt",
-            "pipeline": root / "pipeline", "broken": root / "broken.ckpt"}  # fmt: skip
+            "pipeline": root / "pipeline", "broken": root / "broken.ckpt",
+            "two-epochs": root / "two-epochs.ckpt", "file": root / "a-file"}  # fmt: skip
 
 
 def fit(files: dict[str, Path], *extra: str) -> list[str]:
@@ -50,6 +69,15 @@ def fit(files: dict[str, Path], *extra: str) -> list[str]:
     return ["fit", *TINY_OVERRIDES, "--model=DDPMModule", "--data=ImageDataModule",
             f"--data.init_args.data_dir={files['images']}", f"--output.output_dir={output}",
             "--trainer.max_epochs=1", *extra]  # fmt: skip
+
+
+def resume(files: dict[str, Path], run: str, *extra: str) -> list[str]:
+    """``fit --ckpt_path last`` into one of the fixture's run folders."""
+    return fit(files, "--ckpt_path=last", f"--output.output_dir={files['root'] / run}", *extra)
+
+
+def labelled(files: dict[str, Path], folder: str) -> list[str]:
+    return [f"--data.init_args.data_dir={files['root'] / folder}", "--data.init_args.label_column=label"]  # fmt: skip
 
 
 def sample(files: dict[str, Path], *extra: str) -> list[str]:
@@ -80,7 +108,45 @@ MISTAKES = {
     "export over a pipeline": (lambda f: ["export", f"--ckpt_path={f['ckpt']}", f"--output_dir={f['pipeline']}"], ["already", "--overwrite true"]),
     "corrupt checkpoint": (lambda f: ["export", f"--ckpt_path={f['broken']}", f"--output_dir={f['root'] / 'x'}"], ["corrupt", "earlier epoch"]),
     "sampler without steps": (lambda f: ["evaluate", f"--source={f['pipeline']}", f"--data_dir={f['images']}", "--samplers=ddim"], ["name:steps", "ddim:50"]),
+    # Issue 20: a resume with fewer epochs than the checkpoint has trained.
+    "max_epochs below the checkpoint's": (lambda f: fit(f, f"--ckpt_path={f['two-epochs']}", "--trainer.max_epochs=1"), ["has trained 2 epochs", "--trainer.max_epochs above 2"]),
+    # Issue 23: checkpoints that do not fit the config, and output places that cannot be used.
+    "checkpoint of other widths": (lambda f: resume(f, "run-last", "--model.init_args.block_out_channels=[64, 128]"), ["another network", "block_out_channels: checkpoint (32, 64), this run (64, 128)"]),
+    "conditional checkpoint, unconditional config": (lambda f: resume(f, "run-conditional"), ["another network", "num_classes: checkpoint 2, this run None"]),
+    "checkpoint of 2 classes, data of 3": (lambda f: resume(f, "run-conditional", *labelled(f, "three")), ["num_classes: checkpoint 2, this run 3"]),
+    "renamed classes on resume": (lambda f: resume(f, "run-conditional", *labelled(f, "renamed")), ["other data", "class names", "'blue'", "'cyan'", "--allow_data_changes true"]),
+    "another image size on resume": (lambda f: fit(f, f"--ckpt_path={f['ckpt']}", "--data.init_args.image_size=32"), ["other data", "image_size: checkpoint 16, this run 32", "--allow_data_changes true"]),
+    "ckpt_path a folder": (lambda f: fit(f, f"--ckpt_path={f['root']}"), ["is a folder, not a checkpoint file", "last.ckpt"]),
+    "ckpt_path missing": (lambda f: fit(f, f"--ckpt_path={f['root'] / 'nowhere.ckpt'}"), ["No checkpoint at"]),
+    "output_dir a file": (lambda f: fit(f, f"--output.output_dir={f['file']}"), ["is a file", "--output.output_dir"]),
+    "output_dir under /proc": (lambda f: fit(f, "--output.output_dir=/proc/ddpm-run"), ["cannot be written", "/proc"]),
+    "output_dir under /sys": (lambda f: fit(f, "--output.output_dir=/sys/ddpm-run"), ["cannot be written", "/sys"]),
+    "output_dir inside a file": (lambda f: fit(f, f"--output.output_dir={f['file'] / 'run'}"), ["cannot be created", "is a file"]),
+    "predictions inside a file": (lambda f: ["predict", *TINY_OVERRIDES, "--model=DDPMModule", f"--ckpt_path={f['ckpt']}", f"--output.output_dir={f['file']}"], ["cannot be created", "is a file"]),
+    "export onto a file": (lambda f: ["export", f"--ckpt_path={f['ckpt']}", f"--output_dir={f['file']}"], ["is a file", "--output_dir"]),
+    "sample into a file": (lambda f: ["sample", f"--source={f['pipeline']}", f"--output_dir={f['file']}"], ["is a file", "--output_dir"]),
+    "data_dir an image file": (lambda f: fit(f, f"--data.init_args.data_dir={f['images'] / 'image_000.png'}"), ["is a file, not a folder", "data_dir"]),
 }  # fmt: skip
+
+
+def test_the_mistakes_wrote_nothing(files: dict[str, Path], results: dict) -> None:
+    # Refused before any work: no grid, pipeline, checkpoint or image, and the file untouched.
+    assert files["file"].read_text() == "not a folder"
+    for run in ("run-last", "run-conditional"):
+        assert sorted(p.name for p in (files["root"] / run).rglob("*") if p.is_file()) == [
+            "last.ckpt"
+        ]
+    assert not (files["root"] / "run-mistakes" / "samples").exists()
+    assert not (files["root"] / "run-mistakes" / "model_index.json").exists()
+    assert not Path("/proc/ddpm-run").exists() and not Path("/sys/ddpm-run").exists()
+
+
+def test_allow_data_changes_resumes_on_another_image_size(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    args = fit(files, f"--ckpt_path={files['ckpt']}", "--data.init_args.image_size=32", f"--output.output_dir={tmp_path / 'run'}", "--allow_data_changes=true")  # fmt: skip
+    result = console(*args)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
 
 
 @pytest.fixture(scope="module")

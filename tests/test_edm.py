@@ -15,9 +15,8 @@ from ddpm_lightning.formulations import EDMFormulation
 from ddpm_lightning.sampling import SamplingSettings
 from ddpm_lightning.sampling.edm_heun import EDMHeunScheduler
 
-from .conftest import TINY_UNET, few_steps, fit_tiny
+from .conftest import TINY_UNET, assert_exact_resume, few_steps
 from .test_conditional import Blobs, redness, write_blob_folder
-from .test_data_at_scale import StopAfterFirstEpoch
 
 SIGMAS = torch.tensor([0.002, 0.1, 0.5, 1.0, 3.0, 80.0])
 
@@ -131,61 +130,32 @@ def test_the_export_gives_the_modules_images_and_loads_in_diffusers(tmp_path: Pa
     module.save_pretrained(tmp_path / "pipeline")
     pipeline = DiffusionPipeline.from_pretrained(tmp_path / "pipeline")
     assert type(pipeline).__name__ == "EDMPipeline"
-    exported = pipeline(
-        batch_size=3,
-        generator=torch.Generator().manual_seed(3),
-        num_inference_steps=6,
-        output_type="pt",
-    ).images
-    module.eval()
-    images = module.generate(
-        3, seed=3, num_inference_steps=6, sampler="edm-euler", output_type="pt"
-    )
-    assert torch.equal(images, exported)
-    # The Heun sampler plugs into the exported pipeline too.
-    pipeline.scheduler = EDMHeunScheduler.from_config(pipeline.scheduler.config)
-    heun = pipeline(
-        batch_size=3,
-        generator=torch.Generator().manual_seed(3),
-        num_inference_steps=6,
-        output_type="pt",
-    ).images
-    assert torch.equal(
-        heun,
-        module.generate(3, seed=3, num_inference_steps=6, sampler="edm-heun", output_type="pt"),
-    )
+    module.eval()  # as the reloaded pipeline's UNet is
+    for sampler in ("edm-euler", "edm-heun"):  # Heun plugs into the exported pipeline too
+        if sampler == "edm-heun":
+            pipeline.scheduler = EDMHeunScheduler.from_config(pipeline.scheduler.config)
+        generator = torch.Generator().manual_seed(3)
+        exported = pipeline(3, generator=generator, num_inference_steps=6, output_type="pt")
+        images = module.generate(3, 3, 6, sampler, output_type="pt")
+        assert torch.equal(images, exported.images), sampler
 
 
 def test_an_edm_run_resumed_at_an_epoch_boundary_ends_with_the_same_weights(
     tmp_path: Path,
 ) -> None:
-    folder = write_blob_folder(tmp_path / "images")
-
-    def fit(run: Path, callbacks: list, ckpt_path: str | None = None) -> dict:
-        L.seed_everything(0)
-        trainer = fit_tiny(
-            run,
-            folder,
-            callbacks,
-            ckpt_path=ckpt_path,
-            model={"formulation": EDMFormulation()},
-            outputs={
-                "use_ema": False,
-                "save_image_epochs": 1,
-                "save_model_epochs": 100,
-                "sampling": few_steps("edm-heun", 2),
-            },
-            max_epochs=2,
-        )
-        return {k: v.clone() for k, v in trainer.lightning_module.unet.state_dict().items()}
-
-    straight = fit(tmp_path / "straight", [])
-    fit(tmp_path / "resumed", [StopAfterFirstEpoch()])
-    assert (tmp_path / "resumed" / "samples" / "0000.png").is_file()  # an EDM grid
-    resumed = fit(tmp_path / "resumed", [], ckpt_path="last")
-    for name, tensor in straight.items():
-        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+    resumed = assert_exact_resume(
+        tmp_path,
+        write_blob_folder(tmp_path / "images"),
+        model={"formulation": EDMFormulation()},
+        outputs={
+            "use_ema": False,
+            "save_image_epochs": 1,
+            "save_model_epochs": 100,
+            "sampling": few_steps("edm-heun", 2),
+        },
+    )
+    assert (resumed / "samples" / "0001.png").is_file()  # EDM grids
     reloaded = DDPMModule.load_from_checkpoint(
-        tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False
+        resumed / "checkpoints" / "last.ckpt", weights_only=False
     )
     assert isinstance(reloaded.formulation, EDMFormulation)

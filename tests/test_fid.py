@@ -500,3 +500,41 @@ def test_bad_settings_fail_when_the_callback_is_built(settings: dict, message: s
             settings = {"sampling": SamplingSettings(**settings["sampling"])}
         FIDCallback(FIDSettings(**settings))
     assert isinstance(error.value, ValueError)
+
+
+def test_evaluate_scores_a_center_cropped_model_against_cropped_real_images(
+    tmp_path: Path, image_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 20, bug 1: the real images of `evaluate` are those of the in-training FID.
+    from ddpm_lightning import evaluation_command
+    from ddpm_lightning.quality.real_images import pixels_digest
+
+    from .conftest import fit_tiny
+
+    fit_tiny(tmp_path / "run", image_folder, [], data={"center_crop": True}, max_epochs=1)
+    given: dict = {}
+
+    def capture(module, real, pairs, settings):
+        given["real"] = real
+        return []
+
+    monkeypatch.setattr(evaluation_command, "evaluate_samplers", capture)
+    checkpoint = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    evaluation_command.evaluate(checkpoint, data_dir=str(image_folder), samplers="ddim:2")
+
+    def real_pixels(center_crop: bool) -> str:
+        data = ImageDataModule(
+            data_dir=str(image_folder), image_size=16, random_flip=False, center_crop=center_crop
+        )
+        data.prepare_data()
+        data.setup("fit")
+        return pixels_digest(data.train_dataset, 12)
+
+    real = given["real"]
+    real.prepare_data()
+    real.setup("fit")
+    assert real.center_crop is True
+    assert pixels_digest(real.train_dataset, 12) == real_pixels(center_crop=True)
+    assert real_pixels(center_crop=True) != real_pixels(center_crop=False)  # the test can fail
+    # A pipeline folder has no training data settings: no crop unless asked.
+    assert evaluation_command.trained_with_center_crop(str(tmp_path / "run")) is False

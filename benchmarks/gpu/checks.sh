@@ -48,7 +48,9 @@ stages=${STAGES:-env tests train train_fast switches sampling batch data compile
 if [[ "${SMOKE:-0}" == 1 ]]; then
   train_preset=(--preset micro --device cpu --warmup-steps 1 --timed-steps 2)
   switch_preset=(--preset micro --device cpu --warmup-steps 1 --timed-steps 2 --sampling-steps 2)
-  sampling_preset=(--preset tiny --device cpu --runs ddpm:4 ddim:2 dpm-solver++:2 unipc:2)
+  # fp16 autocast is slow on a CPU: few images, one timing each, to fit the stage's limit.
+  sampling_preset=(--preset tiny --device cpu --runs ddpm:4 ddim:2 dpm-solver++:2 unipc:2
+    --num-images 4 --repeats 1)
   big_batch=(--batch 32)
   data_size=(--image-size 32)
   tests=(tests/test_precision.py)

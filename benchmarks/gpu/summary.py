@@ -83,9 +83,9 @@ def switches_section(title: str, result: dict | None) -> list[str]:
 
 
 def sampling_section(result: dict | None) -> list[str]:
-    title = "Sampling (16 images)"
     if result is None:
-        return [f"## {title}", MISSING, ""]
+        return ["## Sampling", MISSING, ""]
+    title = f"Sampling ({result['arguments'].get('num_images', 16)} images)"
     lines = head(title, result, ["run", "seconds", "speed-up vs DDPM"])
     for run in result["runs"]:
         lines.append(f"| {run['name']} | {run['seconds']:.2f} | {run['speedup_vs_ddpm']:.1f}x |")

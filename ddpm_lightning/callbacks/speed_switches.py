@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Literal, get_args
 
 import torch
@@ -10,6 +11,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from ddpm_lightning.errors import InvalidSettingError
 
 MatmulPrecision = Literal["highest", "high", "medium"]
+#: UNets compiled in place already (a second ``compile`` would wrap the compiled call again).
+_COMPILED: weakref.WeakSet = weakref.WeakSet()
 
 
 class SpeedSwitches(Callback):
@@ -66,6 +69,6 @@ def apply_speed_switches(unet: torch.nn.Module, switches: SpeedSwitches) -> None
         unet.to(memory_format=torch.channels_last)
     if switches.gradient_checkpointing and not unet.is_gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    if switches.compile_unet and not getattr(unet, "_compiled_in_place", False):
+    if switches.compile_unet and unet not in _COMPILED:
         unet.compile()
-        unet._compiled_in_place = True
+        _COMPILED.add(unet)

@@ -26,6 +26,12 @@ def _normalised(value: Any) -> Any:
     return list(value) if isinstance(value, (tuple, list)) else value
 
 
+def _row(key: str, saved: Any, current: Any) -> str:
+    if key == "num_class_embeds":  # the UNet keeps one more class (the null class)
+        key, saved, current = "num_classes", saved and saved - 1, current and current - 1
+    return f"{key}: checkpoint {saved!r}, this run {current!r}"
+
+
 def checkpoint_unet_config(hparams: dict[str, Any]) -> dict[str, Any]:
     """The UNet config a checkpoint's hyperparameters describe (self-contained ones too)."""
     names = """image_size channels block_out_channels layers_per_block norm_num_groups
@@ -52,7 +58,7 @@ def check_checkpoint_fits(
     expected = checkpoint_unet_config(saved)
     config = dict(unet.config)
     rows = [
-        f"{key}: checkpoint {expected.get(key)!r}, this run {config.get(key)!r}"
+        _row(key, expected.get(key), config.get(key))
         for key in _ARCHITECTURE
         if _normalised(expected.get(key)) != _normalised(config.get(key))
     ]

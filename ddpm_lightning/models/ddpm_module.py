@@ -22,6 +22,7 @@ from ddpm_lightning.models.unet import (
     build_unet,
     check_data_matches_model,
     load_pretrained,
+    module_unet_config,
 )
 from ddpm_lightning.sampling import ClassConditioning, ImageGenerator, SamplingSettings
 from ddpm_lightning.sampling.prediction import PredictionSettings
@@ -98,10 +99,10 @@ class DDPMModule(LightningModule):
                 pretrained_model_name_or_path, image_size, channels, num_classes, self.formulation
             )
         else:
-            self.unet = build_unet(
+            self.unet = build_unet(module_unet_config(
                 image_size, channels, block_out_channels, layers_per_block, norm_num_groups,
                 unet_kwargs, num_classes,
-            )  # fmt: skip
+            ))  # fmt: skip
         self.hparams["formulation"] = self.formulation.config()
         self.space = PixelSpace(channels, image_size)
         #: What ``trainer.predict`` generates: set it before predicting (the CLI's --predict.*).

@@ -101,20 +101,8 @@ def module_unet_config(
     return unet_config(image_size, channels, block_out_channels, layers_per_block, extra)
 
 
-def build_unet(
-    image_size: int,
-    channels: int,
-    block_out_channels: Sequence[int],
-    layers_per_block: int,
-    norm_num_groups: int,
-    unet_kwargs: dict[str, Any] | None,
-    num_classes: int | None,
-) -> UNet2DModel:
-    """The tutorial's ``UNet2DModel`` for these settings; a rejected argument is named."""
-    config = module_unet_config(
-        image_size, channels, block_out_channels, layers_per_block, norm_num_groups,
-        unet_kwargs, num_classes,
-    )  # fmt: skip
+def build_unet(config: dict[str, Any]) -> UNet2DModel:
+    """Instantiate ``UNet2DModel``, naming the argument when diffusers rejects one."""
     try:
         return UNet2DModel(**config)
     except TypeError as error:

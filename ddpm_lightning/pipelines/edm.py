@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers import ImagePipelineOutput
 
-from ddpm_lightning.sampling.denoise import denoise, to_unit_range
+from ddpm_lightning.pipelines.labelled import LabelledPipeline
 
 
-class EDMPipeline(DiffusionPipeline):
+class EDMPipeline(LabelledPipeline):
     """Samples an EDM-trained UNet with an EDM scheduler (saved: ``EDMEulerScheduler``).
 
     The scheduler carries the preconditioning (``sigma_data``) and the sigmas; swap in
@@ -19,26 +18,6 @@ class EDMPipeline(DiffusionPipeline):
     with ``from_config(pipeline.scheduler.config)``. A class-conditional UNet takes class ids
     (``get_label_ids(names)``) and classifier-free guidance, as ``DiTPipeline`` does.
     """
-
-    def __init__(
-        self,
-        unet: UNet2DModel,
-        scheduler: SchedulerMixin,
-        id2label: dict | None = None,  # dict[int, str]; JSON makes the keys strings
-    ) -> None:
-        super().__init__()
-        self.register_modules(unet=unet, scheduler=scheduler)
-        id2label = {int(index): str(name) for index, name in (id2label or {}).items()}
-        self.register_to_config(id2label=id2label)
-        self.labels = {name: index for index, name in sorted(id2label.items())}
-
-    def get_label_ids(self, label: str | list[str]) -> list[int]:
-        """Class ids for class names (``id2label``'s values)."""
-        names = [label] if isinstance(label, str) else list(label)
-        unknown = [name for name in names if name not in self.labels]
-        if unknown:
-            raise ValueError(f"Unknown class names {unknown}; known: {list(self.labels)}.")
-        return [self.labels[name] for name in names]
 
     @torch.no_grad()
     def __call__(
@@ -71,18 +50,12 @@ class EDMPipeline(DiffusionPipeline):
             null = self.unet.config.num_class_embeds - 1
             labels = torch.full((batch_size,), null, device=self._execution_device)
             guidance_scale = 1.0
-        samples = denoise(
-            self.unet,
-            self.scheduler,
+        return self._generate(
             batch_size,
+            labels,
+            guidance_scale,
             generator,
             num_inference_steps,
-            class_labels=labels,
-            guidance_scale=guidance_scale,
+            output_type,
+            return_dict,
         )
-        images = to_unit_range(samples)
-        if output_type != "pt":
-            images = images.cpu().permute(0, 2, 3, 1).numpy()
-            if output_type == "pil":
-                images = self.numpy_to_pil(images)
-        return ImagePipelineOutput(images=images) if return_dict else (images,)

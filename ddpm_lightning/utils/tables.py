@@ -18,7 +18,7 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
         return str(value)
 
     text = [[cell(value) for value in row] for row in rows]
-    widths = [max(len(str(h)), *(len(r[i]) for r in text)) for i, h in enumerate(headers)]
+    widths = [max([len(str(h)), *(len(r[i]) for r in text)]) for i, h in enumerate(headers)]
 
     def render(cells: Sequence[str]) -> str:
         padded = [str(cells[0]).ljust(widths[0])]

@@ -1,0 +1,65 @@
+"""What this package's pipelines share: class names saved with them, and the image output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from ddpm_lightning.sampling.denoise import denoise, to_unit_range
+
+
+class LabelledPipeline(DiffusionPipeline):
+    """A UNet and a scheduler, with ``id2label`` in ``model_index.json`` (as ``DiTPipeline``).
+
+    Subclasses pick the labels and steps; :meth:`_generate` runs the one denoising loop
+    (guidance included) and returns images as diffusers pipelines do.
+    """
+
+    def __init__(
+        self,
+        unet: UNet2DModel,
+        scheduler: SchedulerMixin,
+        id2label: dict | None = None,  # dict[int, str]; JSON makes the keys strings
+    ) -> None:
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+        id2label = {int(index): str(name) for index, name in (id2label or {}).items()}
+        self.register_to_config(id2label=id2label)
+        self.labels = {name: index for index, name in sorted(id2label.items())}
+
+    def get_label_ids(self, label: str | list[str]) -> list[int]:
+        """Class ids for class names (``id2label``'s values)."""
+        names = [label] if isinstance(label, str) else list(label)
+        unknown = [name for name in names if name not in self.labels]
+        if unknown:
+            raise ValueError(f"Unknown class names {unknown}; known: {list(self.labels)}.")
+        return [self.labels[name] for name in names]
+
+    def _generate(
+        self,
+        num_images: int,
+        labels: torch.Tensor | None,
+        guidance_scale: float,
+        generator: Any,
+        num_inference_steps: int,
+        output_type: str,
+        return_dict: bool,
+    ) -> ImagePipelineOutput | tuple[Any]:
+        samples = denoise(
+            self.unet,
+            self.scheduler,
+            num_images,
+            generator,
+            num_inference_steps,
+            class_labels=labels,
+            guidance_scale=guidance_scale,
+        )
+        images = to_unit_range(samples)
+        if output_type != "pt":
+            images = images.cpu().permute(0, 2, 3, 1).numpy()
+            if output_type == "pil":
+                images = self.numpy_to_pil(images)
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
