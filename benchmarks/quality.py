@@ -106,13 +106,12 @@ RECIPES: dict[str, Recipe] = {
     "lr-2e-3": Recipe(lambda: {"learning_rate": 2e-3}),
     "narrow": Recipe(lambda: {"block_out_channels": (16, 32, 64)}),
     "wide": Recipe(lambda: {"block_out_channels": (64, 128, 256)}),
-    # EDM (Karras et al. 2022): one trained model, three samplers. Not in the default set
-    # until the formulation settles; run them with --recipes edm-heun edm-euler ...
+    # EDM (Karras et al. 2022): one trained model, three samplers.
     "edm-heun": Recipe(lambda: {"formulation": _edm()}, sampler="edm-heun", steps=18),
     "edm-euler": Recipe(sampler="edm-euler", steps=35, trains_as="edm-heun"),
     "edm-dpm-solver++": Recipe(sampler="edm-dpm-solver++", steps=20, trains_as="edm-heun"),
 }
-DEFAULT_RECIPES = [name for name in RECIPES if not name.startswith("edm")]
+DEFAULT_RECIPES = list(RECIPES)
 
 #: Image ``i`` of seed ``s`` is sampled from noise seed ``s * NOISE_SEED_STRIDE + i``.
 NOISE_SEED_STRIDE = 100_000
@@ -128,7 +127,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=list(RECIPES),
         default=DEFAULT_RECIPES,
         metavar="RECIPE",
-        help=f"recipes to run, of {', '.join(RECIPES)} (default: all but edm-*)",
+        help=f"recipes to run, of {', '.join(RECIPES)} (default: all)",
     )
     parser.add_argument(
         "--seeds", nargs="+", type=int, default=[0, 1], help="runs per recipe (default: 0 1)"
