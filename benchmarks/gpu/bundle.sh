@@ -23,6 +23,7 @@ packages=(
   "multiprocess==$(version multiprocess)"
   "fsspec==$(version fsspec)"
   "importlib_metadata==$(version importlib_metadata)"
+  "lazy-importer==$(version lazy-importer)" # importlib_metadata imports it before Python 3.15
   "torch-fidelity==$(version torch-fidelity)"
 )
 if [[ "${1:-}" != "--no-pyarrow" ]]; then
