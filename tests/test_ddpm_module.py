@@ -815,7 +815,9 @@ def test_speed_switch_on_gpu_trains_the_plain_paths_loss_curve(switch: dict) -> 
     plain_losses, plain_weights = run(adam_fused=False)
     # TF32 rounds matmul inputs to 10 mantissa bits: noise of about 1e-3, not another curve.
     np.testing.assert_allclose(losses, plain_losses, rtol=5e-3)
-    assert max_difference(weights, plain_weights) < 1e-4
+    # cuDNN picks other convolution algorithms for channels-last and compiled graphs: the H200
+    # run (BENCHMARKS.md, section 5) measured 1.0e-4 and 1.2e-4 after the run's steps.
+    assert max_difference(weights, plain_weights) < 5e-4
 
 
 @pytest.mark.parametrize("adam_fused, expected", [(None, False), (True, True), (False, False)])
