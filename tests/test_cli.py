@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers import DDPMPipeline
+from diffusers import DDPMPipeline, DiffusionPipeline
 from PIL import Image
 
 from ddpm_lightning import DDPMModule
 from ddpm_lightning.callbacks import SpeedSwitches
 from ddpm_lightning.cli import run
 from ddpm_lightning.console import main
-from ddpm_lightning.pipelines import ClassConditionalDDPMPipeline
+from ddpm_lightning.pipelines import ClassConditionalDDPMPipeline, EDMPipeline
 
 from .conftest import TINY_UNET
 
@@ -79,11 +79,14 @@ def test_every_shipped_config_trains_through_the_real_cli(
             image.rename(image_folder / ("a", "b")[index % 2] / image.name)
         args.append("--data.init_args.label_column=label")
         pipeline_class = ClassConditionalDDPMPipeline
+    if "EDMFormulation" in config.read_text():  # the main job's recipe: an EDM export
+        pipeline_class = EDMPipeline
     cli = run(args)
     assert cli.trainer.global_step == 2
     assert (output_dir / "samples" / "0000.png").is_file()
     assert (output_dir / "checkpoints" / "last.ckpt").is_file()
-    assert pipeline_class.from_pretrained(output_dir).unet.config.sample_size == 16
+    pipeline = DiffusionPipeline.from_pretrained(output_dir)
+    assert type(pipeline) is pipeline_class and pipeline.unet.config.sample_size == 16
     assert cli.model.hparams.image_size == 16  # linked from the data
     if config.name == "fast_gpu.yaml":  # the overlay's switches reach the module
         speed = [cb for cb in cli.trainer.callbacks if isinstance(cb, SpeedSwitches)]
