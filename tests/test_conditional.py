@@ -118,10 +118,11 @@ def redness(images: torch.Tensor) -> torch.Tensor:
     return (red.topk(20, dim=1).values - blue.topk(20, dim=1).values).mean(dim=1)
 
 
-def test_guidance_makes_red_samples_redder_than_blue_ones() -> None:
+def trained_on_blobs(**model_kwargs) -> DDPMModule:
+    """A tiny conditional model after 300 steps on red and blue blobs (seeded)."""
     L.seed_everything(0)
     datamodule = Blobs(train_batch_size=16)
-    module = tiny_conditional(datamodule, learning_rate=2e-3, lr_warmup_steps=20)
+    module = tiny_conditional(datamodule, learning_rate=2e-3, lr_warmup_steps=20, **model_kwargs)
     trainer = L.Trainer(
         max_steps=300,
         logger=False,
@@ -130,6 +131,11 @@ def test_guidance_makes_red_samples_redder_than_blue_ones() -> None:
         enable_model_summary=False,
     )
     trainer.fit(module, datamodule)
+    return module
+
+
+def test_guidance_makes_red_samples_redder_than_blue_ones() -> None:
+    module = trained_on_blobs()
     seeds = list(range(8))
     margins = {}
     for scale in (1.0, 3.0):
@@ -155,6 +161,7 @@ def test_export_round_trip_reproduces_generate(tmp_path: Path) -> None:
     )
     module.save_pretrained(tmp_path / "pipeline")
     pipeline = ClassConditionalDDPMPipeline.from_pretrained(tmp_path / "pipeline")
+    generate = {"seed": 3, "class_labels": labels, "guidance_scale": 3.0, "sampler": "ddpm"}
     assert pipeline.labels == {"blue": 0, "red": 1}
     images = pipeline(
         pipeline.get_label_ids(labels),
@@ -173,14 +180,7 @@ def test_export_round_trip_reproduces_generate(tmp_path: Path) -> None:
     assert unet.config.num_class_embeds == 3  # two classes and the null class
     reloaded = load_module(tmp_path / "pipeline")
     assert reloaded.hparams.num_classes == 2 and reloaded.hparams.id2label == {0: "blue", 1: "red"}
-    again = reloaded.generate(
-        seed=3,
-        class_labels=labels,
-        guidance_scale=3.0,
-        sampler="ddpm",
-        num_inference_steps=4,
-        output_type="pt",
-    )
+    again = reloaded.generate(**generate, num_inference_steps=4, output_type="pt")
     assert torch.equal(again, expected)
 
 

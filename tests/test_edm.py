@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from diffusers import DiffusionPipeline
@@ -16,7 +15,7 @@ from ddpm_lightning.sampling import SamplingSettings
 from ddpm_lightning.sampling.edm_heun import EDMHeunScheduler
 
 from .conftest import TINY_UNET, assert_exact_resume, few_steps
-from .test_conditional import Blobs, redness, write_blob_folder
+from .test_conditional import redness, trained_on_blobs, write_blob_folder
 
 SIGMAS = torch.tensor([0.002, 0.1, 0.5, 1.0, 3.0, 80.0])
 
@@ -93,26 +92,7 @@ def test_settings_refuse_impossible_values_and_ddpm_samplers() -> None:
 
 @pytest.mark.slow
 def test_a_tiny_edm_model_separates_two_colours_at_20_heun_steps() -> None:
-    L.seed_everything(0)
-    datamodule = Blobs(train_batch_size=16)
-    datamodule.discover_classes()
-    module = DDPMModule(
-        image_size=16,
-        **TINY_UNET,
-        num_classes=datamodule.num_classes,
-        id2label=datamodule.id2label,
-        formulation=EDMFormulation(),
-        learning_rate=2e-3,
-        lr_warmup_steps=20,
-    )
-    trainer = L.Trainer(
-        max_steps=300,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(module, datamodule)
+    module = trained_on_blobs(formulation=EDMFormulation())
     seeds = list(range(8))
     margins = {}
     for sampler in ("edm-heun", "edm-euler"):
