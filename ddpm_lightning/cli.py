@@ -131,6 +131,7 @@ class DDPMLightningCLI(LightningCLI):
             model.unet,
             dict(model.hparams),
             bool(config.get("allow_data_changes")),
+            getattr(model.space, "identity", None),
         )
         return Path(ckpt_path)
 

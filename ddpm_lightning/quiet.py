@@ -27,6 +27,8 @@ def quiet_known_noise() -> None:
     # ImageDataModule.val_dataloader's [] is deliberate (no held-out images): Lightning's "make
     # sure this was your intention" would be noise in every run without validation.
     warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
+    # A latent model's autoencoder is frozen in eval mode on purpose (the UNet trains).
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(existing, _DropNoise) for existing in logger.filters):

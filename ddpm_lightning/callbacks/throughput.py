@@ -8,7 +8,8 @@ from lightning.pytorch.callbacks import ThroughputMonitor
 
 
 def _images_in(batch: Any) -> int:
-    return int(batch["images"].shape[0])
+    """Images in a batch of pixels (``images``) or of cached latents (``latent_mean``)."""
+    return int(batch["images" if "images" in batch else "latent_mean"].shape[0])
 
 
 class ImageThroughputMonitor(ThroughputMonitor):

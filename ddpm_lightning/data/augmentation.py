@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.utils.seeding import seeded_generator
 
 
@@ -19,6 +20,8 @@ def flip_and_scale(batch: dict[str, Any], flips: torch.Generator | None) -> dict
     Each image is flipped horizontally with probability 1/2, drawn from ``flips`` (None: no
     flips). A batch whose images are not uint8 (already scaled) is returned as it is.
     """
+    if "latent_mean" in batch:
+        return choose_views(batch, flips)
     images = batch["images"]
     if images.dtype != torch.uint8:
         return batch
@@ -29,6 +32,31 @@ def flip_and_scale(batch: dict[str, Any], flips: torch.Generator | None) -> dict
         keep = (~flip).nonzero().squeeze(1).to(images.device)
         images = images.flip(-1).index_copy_(0, keep, images.index_select(0, keep))
     return {**batch, "images": images.float().div_(127.5).sub_(1.0)}
+
+
+def choose_views(batch: dict[str, Any], flips: torch.Generator | None) -> dict[str, Any]:
+    """Cached latents: per image its own moments, or its mirror image's when it flips.
+
+    Flips are drawn as :func:`flip_and_scale` draws them for images
+    (:mod:`~ddpm_lightning.data.latent_cache` holds both views). ``latent_mean`` and
+    ``latent_std`` (B, V, c, h, w) become (B, c, h, w).
+    """
+    mean, std = batch["latent_mean"], batch["latent_std"]
+    if mean.dim() == 4:  # chosen already
+        return batch
+    size = mean.shape[0]
+    flip = torch.zeros(size, dtype=torch.bool)
+    if flips is not None:
+        flip = torch.rand(size, generator=flips) < 0.5
+        if mean.shape[1] < 2:
+            raise InvalidSettingError(
+                "random_flip is on but the cached latents hold no mirrored images: flipped "
+                "latents are not the latents of flipped images. Set random_flip: false, or "
+                "encode the cache with random flips on."
+            )
+    view = flip.long().to(mean.device)
+    rows = torch.arange(size, device=mean.device)
+    return {**batch, "latent_mean": mean[rows, view], "latent_std": std[rows, view]}
 
 
 class EpochFlips:

@@ -14,6 +14,7 @@ from ddpm_lightning.data import sources
 from ddpm_lightning.data.augmentation import EpochFlips, flip_and_scale
 from ddpm_lightning.data.class_labels import class_names
 from ddpm_lightning.data.decoding import AnyDataset, Decoding, check_image_column, undecoded
+from ddpm_lightning.data.latent_cache import LatentDataset, LatentEncoding
 from ddpm_lightning.data.pixel_dataset import PixelDataset, pixel_loader
 from ddpm_lightning.data.settings import check_data_settings
 from ddpm_lightning.data.streaming import StreamedPixels, rank_stream
@@ -89,6 +90,9 @@ class ImageDataModule(LightningDataModule):
         self.train_dataset: PixelDataset | StreamedPixels | None = None
         self.val_dataset: PixelDataset | None = None
         self._names: list[str] | None = None
+        #: Cached latents the loaders serve instead of the images (:meth:`cache_latents`).
+        self.train_latents: LatentDataset | None = None
+        self.val_latents: LatentDataset | None = None
         self._flips = EpochFlips()
 
     def load_dataset(self) -> datasets.Dataset:
@@ -129,6 +133,21 @@ class ImageDataModule(LightningDataModule):
         dataset = self._require(self.train_dataset)
         return dataset.class_counts(self.num_classes) if isinstance(dataset, PixelDataset) else None
 
+    def cache_latents(self, encoding: LatentEncoding) -> bool:
+        """Train (and validate) on cached latents of the decoded images instead of pixels.
+
+        Encodes on the first call for these images and this autoencoder, reads the cache
+        after (see :mod:`~ddpm_lightning.data.latent_cache`); ``train_dataset`` stays the
+        images (FID's real images). False when there is no cache (streaming): the model then
+        encodes each batch itself.
+        """
+        train, val = self._require(self.train_dataset), self.val_dataset
+        if not isinstance(train, PixelDataset):
+            return False
+        self.train_latents = encoding.into_cache(train)
+        self.val_latents = None if val is None else encoding.into_cache(val)
+        return True
+
     def prepare_data(self) -> None:
         """Download once per node, and decode into the on-disk cache when there is one."""
         if not self.streaming:
@@ -148,6 +167,8 @@ class ImageDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled batches; the order depends only on ``seed`` and the epoch (resume-safe)."""
         dataset = self._require(self.train_dataset)
+        if self.train_latents is not None:
+            dataset = self.train_latents
         if isinstance(dataset, StreamedPixels):
             dataset.require_length(from_trainer(self, "max_steps", None), self.dataset_name)
             return self._loader(dataset)
@@ -157,7 +178,10 @@ class ImageDataModule(LightningDataModule):
 
     def val_dataloader(self) -> DataLoader | list:
         """Held-out images in a fixed order; ``[]`` (Lightning's "no validation") without."""
-        return self._loader(self._require(self.val_dataset)) if self.val_fraction else []
+        if not self.val_fraction:
+            return []
+        dataset = self._require(self.val_dataset)
+        return self._loader(dataset if self.val_latents is None else self.val_latents)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Flip (training only) and scale uint8 pixels to [-1, 1] on the batch's device."""

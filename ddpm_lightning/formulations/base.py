@@ -64,6 +64,10 @@ class Formulation(ABC):
         """The diffusers pipeline that samples ``unet`` (with ``classes``) the way it trained."""
 
     @abstractmethod
+    def export_scheduler(self) -> SchedulerMixin:
+        """A fresh copy of the scheduler an exported pipeline samples with."""
+
+    @abstractmethod
     def init_args(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this formulation (stored in checkpoints)."""
 

@@ -131,11 +131,14 @@ class DDPMFormulation(Formulation):
 
     def pipeline(self, unet: Any, classes: Any) -> Any:
         """``DDPMPipeline``, or for a conditional model ``ClassConditionalDDPMPipeline``."""
-        scheduler = DDPMScheduler.from_config(self.scheduler.config)
+        scheduler = self.export_scheduler()
         if not classes.conditional:
             return DDPMPipeline(unet=unet, scheduler=scheduler)
-        names = {index: classes.name(index) for index in range(classes.num_classes)}
-        return ClassConditionalDDPMPipeline(unet, scheduler, id2label=names)
+        return ClassConditionalDDPMPipeline(unet, scheduler, id2label=classes.names_by_id())
+
+    def export_scheduler(self) -> DDPMScheduler:
+        """The training schedule as a ``DDPMScheduler`` (swap samplers with ``from_config``)."""
+        return DDPMScheduler.from_config(self.scheduler.config)
 
     def init_args(self) -> dict[str, Any]:
         """Every scheduler setting (named, or in ``scheduler_kwargs``) and ``min_snr_gamma``."""

@@ -101,10 +101,11 @@ class EDMFormulation(Formulation):
 
     def pipeline(self, unet: Any, classes: Any) -> Any:
         """An :class:`~ddpm_lightning.pipelines.EDMPipeline` (class names when conditional)."""
-        names = None
-        if classes.conditional:
-            names = {index: classes.name(index) for index in range(classes.num_classes)}
-        return EDMPipeline(unet, EDMEulerScheduler.from_config(self.scheduler.config), names)
+        return EDMPipeline(unet, self.export_scheduler(), classes.names_by_id())
+
+    def export_scheduler(self) -> EDMEulerScheduler:
+        """``EDMEulerScheduler`` with the training sigmas and ``sigma_data``."""
+        return EDMEulerScheduler.from_config(self.scheduler.config)
 
     def init_args(self) -> dict[str, Any]:
         """The six settings."""

@@ -46,16 +46,20 @@ def check_checkpoint_fits(
     unet: torch.nn.Module,
     hparams: dict[str, Any],
     allow_data_changes: bool,
+    autoencoder_identity: str | None = None,
 ) -> None:
     """Raise, naming each differing setting with both values, unless the checkpoint fits.
 
     A different network (widths, levels, channels, classes) can never load. Another image size
-    or other class names would train on silently: refused unless ``allow_data_changes``.
+    or other class names would train on silently: refused unless ``allow_data_changes``. A
+    latent model (``autoencoder_identity``: this run's autoencoder's digest) must resume on
+    the latents of the autoencoder it trained on.
     """
     saved = checkpoint.get("hyper_parameters") or {}
     if not saved:
         return
-    expected = checkpoint_unet_config(saved)
+    check_same_autoencoder(checkpoint, path, autoencoder_identity)
+    expected = checkpoint.get("unet_config") or checkpoint_unet_config(saved)
     config = dict(unet.config)
     rows = [
         _row(key, expected.get(key), config.get(key))
@@ -74,11 +78,10 @@ def check_checkpoint_fits(
             + advice
         )
     data_rows = []
-    if _normalised(expected.get("sample_size")) != _normalised(config.get("sample_size")):
-        data_rows.append(
-            f"image_size: checkpoint {expected.get('sample_size')!r}, this run "
-            f"{config.get('sample_size')!r}"
-        )
+    saved_size = saved.get("image_size", expected.get("sample_size"))
+    size = hparams.get("image_size", config.get("sample_size"))
+    if _normalised(saved_size) != _normalised(size):
+        data_rows.append(f"image_size: checkpoint {saved_size!r}, this run {size!r}")
     saved_names = {int(k): str(v) for k, v in (saved.get("id2label") or {}).items()}
     names = {int(k): str(v) for k, v in (hparams.get("id2label") or {}).items()}
     if saved_names and names and saved_names != names:
@@ -91,3 +94,24 @@ def check_checkpoint_fits(
             + advice
             + " To go on with the new data on purpose, pass --allow_data_changes true."
         )
+
+
+def check_same_autoencoder(checkpoint: dict[str, Any], path: str, identity: str | None) -> None:
+    """Raise if the checkpoint's latents came from another autoencoder (or from pixels)."""
+    saved = checkpoint.get("autoencoder_identity")
+    if saved == identity:
+        return
+    if saved is None or identity is None:
+        kinds = ("pixels", "latents") if saved is None else ("latents", "pixels")
+        raise InvalidSettingError(
+            f"The checkpoint {path!r} was trained on {kinds[0]}, this run's model on "
+            f"{kinds[1]}: set model autoencoder as the checkpoint's run did (its config.yaml in "
+            "the logs folder has it), or start a new run without --ckpt_path."
+        )
+    source = checkpoint.get("autoencoder_from") or "its autoencoder"
+    raise InvalidSettingError(
+        f"The checkpoint {path!r} was trained on the latents of another autoencoder "
+        f"({source!r}, digest {saved}) than this run's (digest {identity}): its UNet would "
+        "denoise latents it never saw. Set model autoencoder to the checkpoint's, or start a "
+        "new run without --ckpt_path."
+    )

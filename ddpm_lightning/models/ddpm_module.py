@@ -15,6 +15,11 @@ from torch.utils.data import DataLoader
 from ddpm_lightning.formulations import Formulation, formulation_from_config
 from ddpm_lightning.formulations.ddpm import check_choice
 from ddpm_lightning.models.checkpoint_hparams import make_self_contained
+from ddpm_lightning.models.latent_settings import (
+    check_unet_takes,
+    make_latents_self_contained,
+    resolve_latent_scaling,
+)
 from ddpm_lightning.models.optimization import adamw_with_schedule, check_optimizer_settings
 from ddpm_lightning.models.training_checks import check_finite_on_every_rank
 from ddpm_lightning.models.unet import (
@@ -26,7 +31,8 @@ from ddpm_lightning.models.unet import (
 )
 from ddpm_lightning.sampling import ClassConditioning, ImageGenerator, SamplingSettings
 from ddpm_lightning.sampling.prediction import PredictionSettings
-from ddpm_lightning.spaces import PixelSpace
+from ddpm_lightning.spaces import LatentSpace, PixelSpace
+from ddpm_lightning.spaces.autoencoder import load_autoencoder
 from ddpm_lightning.utils.atomic_export import save_pipeline_atomically
 from ddpm_lightning.utils.checks import check_at_least
 from ddpm_lightning.utils.images import to_pil
@@ -57,6 +63,14 @@ class DDPMModule(LightningModule):
         class_dropout_prob: while training, the share of labels replaced by the null class.
         id2label: the class names by id (the CLI takes them from the data).
         formulation: noise levels, targets and loss weights (None: the tutorial's DDPM).
+        autoencoder: train on the latents of this ``AutoencoderKL`` (a folder or Hub id;
+            None: pixels). The UNet's channels and size follow its latents; ``image_size``
+            and ``channels`` stay the images'. See :class:`~ddpm_lightning.spaces.LatentSpace`.
+        autoencoder_subfolder: the autoencoder's subfolder (``vae`` of a pipeline).
+        latent_scaling: ``"config"``: the autoencoder config's ``scaling_factor``,
+            ``shift_factor``, ``latents_mean``/``latents_std``; ``"estimate"``: one over the
+            std of the cached training latents (LDM's ``scale_by_std``, at the first fit);
+            or those values as a dict (what checkpoints store).
         learning_rate: AdamW learning rate (after warm-up).
         adam_betas: AdamW betas (torch's defaults, as in the tutorial).
         adam_weight_decay: AdamW weight decay (torch's default).
@@ -80,6 +94,9 @@ class DDPMModule(LightningModule):
         class_dropout_prob: float = 0.1,
         id2label: dict[int, str] | None = None,
         formulation: Formulation | None = None,
+        autoencoder: str | dict[str, Any] | None = None,
+        autoencoder_subfolder: str | None = None,
+        latent_scaling: str | dict[str, Any] = "config",
         learning_rate: float = 1e-4,
         adam_betas: tuple[float, float] = (0.9, 0.999),
         adam_weight_decay: float = 0.01,
@@ -94,19 +111,36 @@ class DDPMModule(LightningModule):
         self.classes = ClassConditioning(num_classes, id2label, class_dropout_prob)
         self.formulation = formulation_from_config(formulation)
         self.save_hyperparameters(ignore=["formulation"])
+        self.space = self._space(image_size, channels, autoencoder, autoencoder_subfolder)
+        unet_channels, unet_size, _ = self.space.shape
         if pretrained_model_name_or_path:
             self.unet, self.formulation = load_pretrained(
-                pretrained_model_name_or_path, image_size, channels, num_classes, self.formulation
-            )
+                pretrained_model_name_or_path, unet_size, unet_channels, num_classes,
+                self.formulation,
+            )  # fmt: skip
         else:
             self.unet = build_unet(module_unet_config(
-                image_size, channels, block_out_channels, layers_per_block, norm_num_groups,
+                unet_size, unet_channels, block_out_channels, layers_per_block, norm_num_groups,
                 unet_kwargs, num_classes,
             ))  # fmt: skip
+        check_unet_takes(self.unet, self.space.shape, autoencoder)
         self.hparams["formulation"] = self.formulation.config()
-        self.space = PixelSpace(channels, image_size)
         #: What ``trainer.predict`` generates: set it before predicting (the CLI's --predict.*).
         self.prediction = PredictionSettings()
+
+    def _space(
+        self,
+        image_size: int,
+        channels: int,
+        autoencoder: str | dict[str, Any] | None,
+        subfolder: str | None,
+    ) -> PixelSpace | LatentSpace:
+        """Pixels, or the latents of the autoencoder (held here, so it moves with the UNet)."""
+        if autoencoder is None:
+            return PixelSpace(channels, image_size)
+        self.autoencoder = load_autoencoder(autoencoder, subfolder)
+        scaling = resolve_latent_scaling(self.hparams.latent_scaling, self.autoencoder.config)
+        return LatentSpace(self.autoencoder, channels, image_size, scaling)
 
     @property
     def noise_scheduler(self) -> Any:
@@ -119,10 +153,22 @@ class DDPMModule(LightningModule):
         check_data_matches_model(
             self.trainer.datamodule, hparams.image_size, hparams.channels, hparams.num_classes
         )
+        if stage == "fit" and isinstance(self.space, LatentSpace):
+            flips = getattr(self.trainer.datamodule, "random_flip", False)
+            self.space.prepare(self.trainer, mirrored=bool(flips))
+            self.hparams["latent_scaling"] = self.space.require_scaling().as_dict()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the full UNet and formulation config, so loading needs no pretrained source."""
+        """Store the full UNet, formulation (and autoencoder) config: loading needs no source."""
         make_self_contained(checkpoint, self.unet, self.formulation)
+        checkpoint["unet_config"] = {k: v for k, v in self.unet.config.items() if k[0] != "_"}
+        if isinstance(self.space, LatentSpace):
+            make_latents_self_contained(checkpoint, self.space)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The autoencoder's weights may have changed: its digest is computed anew."""
+        if isinstance(self.space, LatentSpace):
+            self.space.forget_identity()
 
     def sample_noise(
         self, images: torch.Tensor, batch_idx: int, generator: torch.Generator | None = None
@@ -153,7 +199,8 @@ class DDPMModule(LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """One tutorial step: noise, noise levels, the loss on the formulation's target."""
-        images = self.space.encode(batch)
+        keys = (torch.initial_seed(), self.global_step, batch_idx, self.global_rank, 2)
+        images = self.space.encode(batch, seeded_generator(*keys, device=self.device))
         noise, noise_levels = self.sample_noise(images, batch_idx)
         labels = self.classes.label_kwargs(
             batch, lambda labels: self.drop_labels(labels, batch_idx)
@@ -165,7 +212,8 @@ class DDPMModule(LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """The loss at noise fixed by the seed and the batch: comparable across epochs."""
-        images = self.space.encode(batch)
+        latents = seeded_generator(VALIDATION_SEED, batch_idx, 2, device=self.device)
+        images = self.space.encode(batch, latents)
         generator = seeded_generator(VALIDATION_SEED, batch_idx, device=images.device)
         noise, noise_levels = self.sample_noise(images, batch_idx, generator)
         loss = self.diffusion_loss(images, noise, noise_levels, **self.classes.label_kwargs(batch))
@@ -238,7 +286,14 @@ class DDPMModule(LightningModule):
         return self.prediction.predict(self.image_generator(settings, self.trainer), batch)
 
     def to_pipeline(self) -> DiffusionPipeline:
-        """The current weights as the formulation's diffusers pipeline (DDPMPipeline, ...)."""
+        """The current weights as the formulation's diffusers pipeline (DDPMPipeline, ...).
+
+        On latents: a :class:`~ddpm_lightning.pipelines.LatentDiffusionPipeline` with the
+        autoencoder and the formulation's scheduler.
+        """
+        if isinstance(self.space, LatentSpace):
+            scheduler, names = self.formulation.export_scheduler(), self.classes.names_by_id()
+            return self.space.pipeline(self.unet, scheduler, names)
         return self.formulation.pipeline(self.unet, self.classes)
 
     def save_pretrained(self, save_directory: str | os.PathLike, overwrite: bool = False) -> None:

@@ -8,8 +8,9 @@ import diffusers
 
 from ddpm_lightning.pipelines.class_conditional import ClassConditionalDDPMPipeline
 from ddpm_lightning.pipelines.edm import EDMPipeline
+from ddpm_lightning.pipelines.latent import LatentDiffusionPipeline
 
-for _pipeline in (ClassConditionalDDPMPipeline, EDMPipeline):
+for _pipeline in (ClassConditionalDDPMPipeline, EDMPipeline, LatentDiffusionPipeline):
     setattr(diffusers, _pipeline.__name__, _pipeline)
 
-__all__ = ["ClassConditionalDDPMPipeline", "EDMPipeline"]
+__all__ = ["ClassConditionalDDPMPipeline", "EDMPipeline", "LatentDiffusionPipeline"]

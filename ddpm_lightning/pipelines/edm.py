@@ -41,15 +41,7 @@ class EDMPipeline(LabelledPipeline):
             output_type: ``pil``, ``np`` or ``pt`` (float (N, C, H, W) in [0, 1]).
             return_dict: an ``ImagePipelineOutput`` rather than a tuple.
         """
-        labels = None
-        if class_labels is not None:
-            ids = [class_labels] if isinstance(class_labels, int) else list(class_labels)
-            labels = torch.tensor(ids, dtype=torch.int64, device=self._execution_device)
-            batch_size = len(ids)
-        elif self.unet.config.num_class_embeds:  # no labels: the null class, no guidance
-            null = self.unet.config.num_class_embeds - 1
-            labels = torch.full((batch_size,), null, device=self._execution_device)
-            guidance_scale = 1.0
+        labels, batch_size, guidance_scale = self._labels(batch_size, class_labels, guidance_scale)
         return self._generate(
             batch_size,
             labels,

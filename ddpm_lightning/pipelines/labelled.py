@@ -57,8 +57,29 @@ class LabelledPipeline(DiffusionPipeline):
             class_labels=labels,
             guidance_scale=guidance_scale,
         )
-        images = to_unit_range(samples)
-        if output_type != "pt":
+        return self._output(to_unit_range(samples), output_type, return_dict)
+
+    def _labels(
+        self, batch_size: int, class_labels: list[int] | int | None, guidance_scale: float
+    ) -> tuple[torch.Tensor | None, int, float]:
+        """The labels tensor, the batch size and the guidance of a call that may give classes.
+
+        A conditional UNet without labels samples the null class, unguided.
+        """
+        device = self._execution_device
+        if class_labels is not None:
+            ids = [class_labels] if isinstance(class_labels, int) else list(class_labels)
+            return torch.tensor(ids, dtype=torch.int64, device=device), len(ids), guidance_scale
+        if self.unet.config.num_class_embeds:
+            null = self.unet.config.num_class_embeds - 1
+            return torch.full((batch_size,), null, device=device), batch_size, 1.0
+        return None, batch_size, guidance_scale
+
+    def _output(
+        self, images: torch.Tensor, output_type: str, return_dict: bool
+    ) -> ImagePipelineOutput | tuple[Any]:
+        """[0, 1] images (or latents) as ``output_type`` asks, in diffusers' output."""
+        if output_type not in ("pt", "latent"):
             images = images.cpu().permute(0, 2, 3, 1).numpy()
             if output_type == "pil":
                 images = self.numpy_to_pil(images)

@@ -53,6 +53,12 @@ class ClassConditioning:
         """The class's name (its id as text when the model has no names)."""
         return self.id2label.get(index, str(index))
 
+    def names_by_id(self) -> dict[int, str] | None:
+        """Every class name by id (None: unconditional), as pipelines save them."""
+        if not self.conditional:
+            return None
+        return {index: self.name(index) for index in range(self.num_classes)}
+
     def ids(self, class_labels: Sequence[int | str] | None) -> list[int] | None:
         """Class ids for ids or names; an unknown one is an error that lists the known ones."""
         if class_labels is None:

@@ -180,7 +180,12 @@ class ImageGenerator:
             )
         finally:
             self.unet.train(was_training)
-        return self.decode(samples).float()
+        if bar is not None:  # a latent space's autoencoder takes a visible while
+            bar.set_postfix_str("decoding", refresh=False)
+        images = self.decode(samples).float()
+        if bar is not None:
+            bar.set_postfix_str("", refresh=False)
+        return images
 
     @contextlib.contextmanager
     def _weights_and_precision(self) -> Iterator[None]:

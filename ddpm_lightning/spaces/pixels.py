@@ -22,8 +22,10 @@ class PixelSpace:
     def __init__(self, channels: int, image_size: int) -> None:
         self.shape = (channels, image_size, image_size)
 
-    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The batch's [-1, 1] images, checked against the model's shape."""
+    def encode(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The batch's [-1, 1] images, checked against the model's shape (draws nothing)."""
         images = batch["images"]
         if tuple(images.shape[1:]) != self.shape:
             raise InvalidSettingError(

@@ -1,0 +1,92 @@
+"""``LatentDiffusionPipeline``: a UNet on an ``AutoencoderKL``'s latents, sampled in diffusers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, ImagePipelineOutput, UNet2DModel
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from ddpm_lightning.pipelines.labelled import LabelledPipeline
+from ddpm_lightning.sampling.denoise import denoise, to_unit_range
+from ddpm_lightning.pipelines.latent_scaling import LatentScaling
+
+#: Latents per ``vae.decode`` call: decoding is the memory peak at large sizes.
+DECODE_BATCH_SIZE = 8
+
+
+@torch.no_grad()
+def decode_latents(
+    vae: AutoencoderKL,
+    samples: torch.Tensor,
+    scaling: LatentScaling | None = None,
+    batch_size: int = DECODE_BATCH_SIZE,
+) -> torch.Tensor:
+    """The UNet's samples as float images in [0, 1]: unscaled once, decoded in float32 batches.
+
+    ``scaling`` defaults to the one in ``vae.config`` (``scaling_factor``, ``shift_factor``,
+    ``latents_mean``/``latents_std``), as diffusers' pipelines decode.
+    """
+    scaling = scaling or LatentScaling.from_config(vae.config)
+    dtype = next(vae.parameters()).dtype
+    # Outside any autocast: fp16 decoders overflow (diffusers' force_upcast).
+    with torch.autocast(samples.device.type, enabled=False):
+        latents = scaling.unscale(samples.float()).to(dtype)
+        images = [vae.decode(chunk).sample.float() for chunk in latents.split(batch_size)]
+    return to_unit_range(torch.cat(images))
+
+
+class LatentDiffusionPipeline(LabelledPipeline):
+    """Samples a UNet trained on ``vae`` latents, then decodes them (DDPM or EDM schedulers).
+
+    Components follow diffusers: ``vae`` (its config holds the latents' scale and shift),
+    ``unet`` and ``scheduler``. A class-conditional UNet takes class ids
+    (``get_label_ids(names)``) and classifier-free guidance, as ``DiTPipeline`` does.
+    """
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        unet: UNet2DModel,
+        scheduler: SchedulerMixin,
+        id2label: dict | None = None,
+    ) -> None:
+        super().__init__(unet, scheduler, id2label)
+        self.register_modules(vae=vae)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        class_labels: list[int] | int | None = None,
+        guidance_scale: float = 1.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        num_inference_steps: int = 50,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple[Any]:
+        """``batch_size`` images, or one per class id of a conditional UNet.
+
+        Args:
+            batch_size: images of an unconditional UNet.
+            class_labels: class ids, one per image (a conditional UNet).
+            guidance_scale: classifier-free guidance above 1 (a conditional UNet).
+            generator: makes generation deterministic (one for the batch, or one per image).
+            num_inference_steps: sampler steps.
+            output_type: ``pil``, ``np``, ``pt`` (float (N, C, H, W) in [0, 1]) or
+                ``latent`` (the UNet's samples, before decoding).
+            return_dict: an ``ImagePipelineOutput`` rather than a tuple.
+        """
+        labels, batch_size, guidance_scale = self._labels(batch_size, class_labels, guidance_scale)
+        samples = denoise(
+            self.unet,
+            self.scheduler,
+            batch_size,
+            generator,
+            num_inference_steps,
+            class_labels=labels,
+            guidance_scale=guidance_scale,
+        )
+        images = samples if output_type == "latent" else decode_latents(self.vae, samples)
+        return self._output(images, output_type, return_dict)
