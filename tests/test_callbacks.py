@@ -21,6 +21,7 @@ from ddpm_lightning.callbacks import (
 )
 from ddpm_lightning.callbacks.push_to_hub import HubPushError
 from ddpm_lightning.errors import InvalidSettingError
+from ddpm_lightning.formulations import EDMFormulation
 from ddpm_lightning.sampling import SamplingSettings
 from ddpm_lightning.sampling.prediction import PredictionSettings
 from ddpm_lightning.training_outputs import TrainingOutputs
@@ -310,11 +311,16 @@ def test_the_model_card_of_a_conditional_export_names_its_pipeline_and_classes()
         return model_card("someone/blobs", trainer, 0, None)
 
     conditional = card(num_classes=2, id2label={0: "blue", 1: "red"})
-    assert "ClassConditionalDDPMPipeline.from_pretrained" in conditional
+    assert "`ClassConditionalDDPMPipeline`" in conditional
+    assert "DiffusionPipeline.from_pretrained" in conditional
     assert "get_label_ids" in conditional and "`blue`, `red`" in conditional
     assert "unconditional" not in conditional and "DDPMPipeline.from_pretrained" not in (
-        conditional.replace("ClassConditionalDDPMPipeline.from_pretrained", "")
+        conditional.replace("DiffusionPipeline.from_pretrained", "")
     )
     unconditional = card()
     assert "DDPMPipeline.from_pretrained" in unconditional and "unconditional" in unconditional
     assert "ClassConditional" not in unconditional
+    # EDM and latent exports load through DiffusionPipeline once ddpm_lightning is imported.
+    edm = card(formulation=EDMFormulation())
+    assert "`EDMPipeline`" in edm and "import ddpm_lightning.pipelines" in edm
+    assert "DDPMPipeline.from_pretrained" not in edm

@@ -11,9 +11,14 @@ from ddpm_lightning import DDPMModule
 from ddpm_lightning.callbacks import SpeedSwitches
 from ddpm_lightning.cli import run
 from ddpm_lightning.console import main
-from ddpm_lightning.pipelines import ClassConditionalDDPMPipeline, EDMPipeline
+from ddpm_lightning.pipelines import (
+    ClassConditionalDDPMPipeline,
+    EDMPipeline,
+    LatentDiffusionPipeline,
+)
 
 from .conftest import TINY_UNET
+from .test_latents import save_tiny_autoencoder
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "examples" / "configs").glob("*.yaml"))
 
@@ -81,12 +86,17 @@ def test_every_shipped_config_trains_through_the_real_cli(
         pipeline_class = ClassConditionalDDPMPipeline
     if "EDMFormulation" in config.read_text():  # the main job's recipe: an EDM export
         pipeline_class = EDMPipeline
+    sample_size = 16
+    if "autoencoder:" in config.read_text():  # a latent config: a tiny local autoencoder
+        autoencoder = save_tiny_autoencoder(tmp_path / "vae")
+        args.append(f"--model.init_args.autoencoder={autoencoder}")
+        pipeline_class, sample_size = LatentDiffusionPipeline, 8
     cli = run(args)
     assert cli.trainer.global_step == 2
     assert (output_dir / "samples" / "0000.png").is_file()
     assert (output_dir / "checkpoints" / "last.ckpt").is_file()
     pipeline = DiffusionPipeline.from_pretrained(output_dir)
-    assert type(pipeline) is pipeline_class and pipeline.unet.config.sample_size == 16
+    assert type(pipeline) is pipeline_class and pipeline.unet.config.sample_size == sample_size
     assert cli.model.hparams.image_size == 16  # linked from the data
     if config.name == "fast_gpu.yaml":  # the overlay's switches reach the module
         speed = [cb for cb in cli.trainer.callbacks if isinstance(cb, SpeedSwitches)]

@@ -134,9 +134,7 @@ def test_another_autoencoder_gets_its_own_cache(
 def test_generated_images_are_the_decoded_latents_and_the_export_gives_them(
     tmp_path: Path, image_folder: Path
 ) -> None:
-    vae_folder = save_tiny_autoencoder(
-        tmp_path / "vae", scaling_factor=0.5, shift_factor=0.1
-    )
+    vae_folder = save_tiny_autoencoder(tmp_path / "vae", scaling_factor=0.5, shift_factor=0.1)
     L.seed_everything(0)
     module = latent_module(vae_folder)
     fit(module, image_folder)
@@ -210,8 +208,8 @@ def test_grids_and_predictions_are_the_generators_images(
     trainer.predict(module, return_predictions=False)
     written = sorted(out.glob("*.png"))
     assert len(written) == 3
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     predicted = torch.stack([
         torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1) for path in written

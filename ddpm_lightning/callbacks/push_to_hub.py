@@ -50,7 +50,8 @@ def model_card(repo_id: str, trainer: Trainer, epoch: int, grid: Path | None) ->
         dataset = f"a local image folder ({settings.get('data_dir')})"
     rows = "\n".join(f"| {key} | {value} |" for key, value in settings.items())
     samples = f"![Samples after epoch {epoch}](samples/{grid.name})\n" if grid else ""
-    kind, tag, usage = _kind_and_usage(repo_id, module.classes)
+    pipeline = type(module.to_pipeline()).__name__
+    kind, tag, usage = _kind_and_usage(repo_id, module.classes, pipeline)
     return f"""---
 library_name: diffusers
 tags:
@@ -62,7 +63,7 @@ tags:
 
 # {repo_id}
 
-A{kind} image generation model (a `UNet2DModel` trained as a DDPM) on {dataset},
+A{kind} image generation model (a `UNet2DModel`, exported as `{pipeline}`) on {dataset},
 trained with [ddpm_lightning](https://pypi.org/project/ddpm-lightning/) following the diffusers
 "train a diffusion model" tutorial. This upload is after epoch {epoch} (step {trainer.global_step}).
 
@@ -81,30 +82,39 @@ trained with [ddpm_lightning](https://pypi.org/project/ddpm-lightning/) followin
 """
 
 
-def _kind_and_usage(repo_id: str, classes: Any) -> tuple[str, str, str]:
-    """The card's model kind, its tag and how to load it: the pipeline class the export is."""
-    if not classes.conditional:
+def _kind_and_usage(repo_id: str, classes: Any, pipeline: str) -> tuple[str, str, str]:
+    """The card's model kind, its tag and how to load it: the ``pipeline`` class exported."""
+    conditional = classes.conditional
+    kind, tag = (
+        (" class-conditional", "class-conditional-image-generation")
+        if conditional
+        else ("n unconditional", "unconditional-image-generation")
+    )
+    if pipeline == "DDPMPipeline":
         usage = f"""```python
 from diffusers import DDPMPipeline
 
 pipeline = DDPMPipeline.from_pretrained("{repo_id}")
 image = pipeline().images[0]
 ```"""
-        return "n unconditional", "unconditional-image-generation", usage
-    names = [classes.name(index) for index in range(classes.num_classes)]
-    first = names[0]
-    usage = f"""A class-conditional `ClassConditionalDDPMPipeline` (`pip install ddpm_lightning`):
-one image per class label, with classifier-free guidance above `guidance_scale` 1.
+        return kind, tag, usage
+    call, labels, guidance = "batch_size=1", "", ""
+    if conditional:
+        names = [classes.name(index) for index in range(classes.num_classes)]
+        call = f'class_labels=pipeline.get_label_ids(["{names[0]}"]), guidance_scale=3.0'
+        labels = f"\n\nClass labels ({len(names)}): {', '.join(f'`{n}`' for n in names)}."
+        guidance = ", with classifier-free guidance above `guidance_scale` 1"
+    usage = f"""A `{pipeline}` (`pip install ddpm_lightning`; importing its pipelines lets
+diffusers find the class){guidance}.
 
 ```python
-from ddpm_lightning.pipelines import ClassConditionalDDPMPipeline
+import ddpm_lightning.pipelines  # noqa: F401
+from diffusers import DiffusionPipeline
 
-pipeline = ClassConditionalDDPMPipeline.from_pretrained("{repo_id}")
-image = pipeline(pipeline.get_label_ids(["{first}"]), guidance_scale=3.0).images[0]
-```
-
-Class labels ({len(names)}): {", ".join(f"`{name}`" for name in names)}."""
-    return " class-conditional", "class-conditional-image-generation", usage
+pipeline = DiffusionPipeline.from_pretrained("{repo_id}")
+image = pipeline({call}).images[0]
+```{labels}"""
+    return kind, tag, usage
 
 
 class HubPushError(UsageError, RuntimeError):

@@ -7,8 +7,8 @@ from typing import Any
 from diffusers import UNet2DModel
 
 from ddpm_lightning.errors import InvalidSettingError
-from ddpm_lightning.spaces import LatentSpace
 from ddpm_lightning.pipelines.latent_scaling import LatentScaling
+from ddpm_lightning.spaces import LatentSpace
 
 SCALING_CHOICES = ("config", "estimate")
 

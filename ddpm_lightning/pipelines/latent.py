@@ -9,8 +9,8 @@ from diffusers import AutoencoderKL, ImagePipelineOutput, UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from ddpm_lightning.pipelines.labelled import LabelledPipeline
-from ddpm_lightning.sampling.denoise import denoise, to_unit_range
 from ddpm_lightning.pipelines.latent_scaling import LatentScaling
+from ddpm_lightning.sampling.denoise import denoise, to_unit_range
 
 #: Latents per ``vae.decode`` call: decoding is the memory peak at large sizes.
 DECODE_BATCH_SIZE = 8

@@ -11,8 +11,8 @@ from lightning.pytorch import Trainer
 from ddpm_lightning.data.latent_cache import LatentEncoding
 from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.pipelines.latent import LatentDiffusionPipeline, decode_latents
-from ddpm_lightning.spaces.autoencoder import autoencoder_identity, latent_shape
 from ddpm_lightning.pipelines.latent_scaling import LatentScaling, latent_std
+from ddpm_lightning.spaces.autoencoder import autoencoder_identity, latent_shape
 
 #: Images per encoder call while filling the latent cache.
 ENCODE_BATCH_SIZE = 32
