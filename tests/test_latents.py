@@ -381,3 +381,49 @@ def test_two_process_ddp_encodes_each_image_once_and_trains_as_one_process(
     for name, value in single["state"].items():
         torch.testing.assert_close(ranks[0]["state"][name], value, rtol=0, atol=1e-4)
         assert torch.equal(ranks[1]["state"][name], ranks[0]["state"][name]), name
+
+
+def train_latents_in(precision: str, accelerator: str, tmp_path: Path, image_folder: Path) -> None:
+    """Two epochs with grids and an export at ``precision``: everything finite, grids not flat."""
+    import numpy as np
+    from PIL import Image
+
+    from .conftest import fit_tiny
+
+    vae = save_tiny_autoencoder(tmp_path / "vae")
+    fit_tiny(
+        tmp_path / "run",
+        image_folder,
+        [],
+        outputs={"sampling": few_steps()},
+        model={"autoencoder": str(vae)},
+        max_epochs=2,
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+    )
+    for epoch in (0, 1):
+        grid = np.asarray(Image.open(tmp_path / "run" / "samples" / f"{epoch:04d}.png"))
+        assert grid.std() > 0
+    pipeline = DiffusionPipeline.from_pretrained(tmp_path / "run")
+    assert isinstance(pipeline, LatentDiffusionPipeline)
+    device = "cuda" if accelerator == "gpu" else "cpu"
+    images = pipeline.to(device)(
+        batch_size=2, num_inference_steps=3, output_type="pt",
+        generator=torch.Generator().manual_seed(0),
+    ).images  # fmt: skip
+    assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["32-true", "16-mixed", "bf16-mixed"])
+def test_latent_training_on_gpu(tmp_path: Path, image_folder: Path, precision: str) -> None:
+    if precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    train_latents_in(precision, "gpu", tmp_path, image_folder)
+
+
+@pytest.mark.slow
+def test_latent_training_in_bf16_on_cpu(tmp_path: Path, image_folder: Path) -> None:
+    train_latents_in("bf16-mixed", "cpu", tmp_path, image_folder)
