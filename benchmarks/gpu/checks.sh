@@ -5,12 +5,13 @@
 #
 #   bash benchmarks/gpu/checks.sh [OUT_DIR]        (default: benchmarks/results/gpu)
 #
-# Stages, in this order: env (GPU and versions), tests (pytest -m gpu: precision, switches), train (the tutorial's fp16
-# loop against ddpm_lightning's defaults at fp16), train_fast (against ddpm_lightning's fast path
-# without compile), switches (each speed switch against the defaults, loss curves included),
-# sampling (the four samplers at 128 px), batch (batch 128, for MFU), data (ImageDataModule
-# against what training consumes), compile (the compiled fast path; last: compiling takes
-# minutes).
+# Stages, in this order: env (GPU and versions), tests (pytest -m gpu: precision, switches),
+# train (the tutorial's fp16 loop against ddpm_lightning's defaults at fp16), latent (latent
+# against pixel training at 256 px with the tutorial's UNet widths, cached latents against
+# encoding every step), train_fast (against ddpm_lightning's fast path without compile),
+# switches (each speed switch against the defaults, loss curves included), sampling (the four
+# samplers at 128 px), batch (batch 128, for MFU), data (ImageDataModule against what training
+# consumes), compile (the compiled fast path; last: compiling takes minutes).
 # Environment:
 #   STAGES="tests train ..."   run only these stages
 #   DATA_DIR                   image folder (default: .gpu-data/butterflies from bundle.sh, else
@@ -43,7 +44,7 @@ if [[ -z "$data" ]]; then
   [[ -d "$data" ]] || data=../shared/data/butterflies
 fi
 peak=${PEAK_TFLOPS:-989}
-stages=${STAGES:-env tests train train_fast switches sampling batch data compile}
+stages=${STAGES:-env tests train latent train_fast switches sampling batch data compile}
 
 if [[ "${SMOKE:-0}" == 1 ]]; then
   train_preset=(--preset micro --device cpu --warmup-steps 1 --timed-steps 2)
@@ -53,6 +54,9 @@ if [[ "${SMOKE:-0}" == 1 ]]; then
     --num-images 4 --repeats 1)
   big_batch=(--batch 32)
   data_size=(--image-size 32)
+  # The real autoencoder's architecture at 64 px and a two-level UNet: seconds per variant.
+  latent_preset=(--device cpu --image-size 64 --block-out-channels 32 64 --norm-num-groups 8
+    --num-images 4 --batch-size 2 --warmup-steps 1 --timed-steps 1)
   tests=(tests/test_precision.py)
 else
   train_preset=(--preset tutorial --device cuda --peak-tflops "$peak")
@@ -60,7 +64,11 @@ else
   sampling_preset=(--preset tutorial --device cuda)
   big_batch=(--batch 128)
   data_size=(--image-size 128)
-  tests=(-m gpu tests/test_precision.py tests/test_ddpm_module.py) # the gpu-marked ones
+  # The tutorial's UNet widths at 256 px; 2 + 15 steps of 16 are one epoch of bundle.sh's 278
+  # photos in full batches.
+  latent_preset=(--preset tutorial --device cuda --batch-size 16 --precision bf16-mixed
+    --warmup-steps 2 --timed-steps 15)
+  tests=(-m gpu tests/test_precision.py tests/test_ddpm_module.py tests/test_latents.py) # the gpu-marked ones
 fi
 
 status=()
@@ -87,6 +95,10 @@ stage tests 240 "$python" -m pytest -q -p no:cacheprovider "${tests[@]}"
 # of Lightning and the gain of the data pipeline), then against the fast path without compile.
 stage train 150 "$python" benchmarks/train_throughput.py "${train_preset[@]}" --data-dir "$data" \
   --precision fp16 --repeats 2 --output "$out/train_fp16.json"
+# Latent diffusion (a random sd-vae-ft-mse) against pixels with the same UNet, each variant in a
+# fresh process; the cache's one-off encoding is timed apart.
+stage latent 240 "$python" benchmarks/latent_throughput.py "${latent_preset[@]}" --data-dir "$data" \
+  --output "$out/latent.json"
 stage train_fast 120 "$python" benchmarks/train_throughput.py "${train_preset[@]}" \
   --data-dir "$data" --precision fp16 --lightning-precision bf16 \
   --lightning-switches channels_last tf32 --repeats 2 --output "$out/train_fast.json"

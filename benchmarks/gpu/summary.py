@@ -113,6 +113,39 @@ def data_section(result: dict | None) -> list[str]:
     return [*lines, ""]
 
 
+def speed_text(images_per_s: float) -> str:
+    """Three significant digits for slow (CPU) figures, one decimal for fast ones."""
+    return f"{images_per_s:.3g}" if images_per_s < 10 else f"{images_per_s:.1f}"
+
+
+def latent_section(result: dict | None) -> list[str]:
+    if result is None:
+        return ["## Latent against pixel training", MISSING, ""]
+    arguments = result["arguments"]
+    title = f"Latent against pixel training at {arguments['image_size']} px"
+    note = (
+        f"{result['num_images']} images, batch {arguments['batch_size']}, {result['precision']}, "
+        f"UNet {tuple(arguments['block_out_channels'])}; peak memory: {result['memory_kind']}."
+    )
+    columns = ["variant", "img/s", "vs pixel", "peak MiB", "vs pixel", "cache encoding s"]
+    lines = head(title, result, columns, note)
+    encoding = result.get("cache_encoding") or {}
+    for variant, entry in result["variants"].items():
+        speed, memory = entry.get("images_per_s_vs_pixel"), entry.get("peak_training_mib_vs_pixel")
+        seconds = encoding.get("seconds") if variant == "latent-cached" else None
+        lines.append(
+            f"| {variant} | {speed_text(entry['images_per_s'])} | "
+            f"{'-' if speed is None else f'{speed:.2f}x'} | {entry['peak_training_mib']:,.0f} | "
+            f"{'-' if memory is None else f'{memory:.2f}x'} | "
+            f"{'-' if seconds is None else f'{seconds:.1f}'} |"
+        )
+    headline = result.get("headline", {})
+    every_step = headline.get("latent_cached_vs_encode_every_step_images_per_s")
+    if every_step is not None:
+        lines += ["", f"Cached latents against encoding every step: {every_step:.2f}x images/s."]
+    return [*lines, ""]
+
+
 def main(out: Path) -> None:
     lines = [f"# GPU checks: {out}", ""]
     stages = out / "stages.txt"
@@ -125,6 +158,7 @@ def main(out: Path) -> None:
     lines += train_section(
         "Training, tutorial fp16 against the fast path", load(out, "train_fast.json")
     )
+    lines += latent_section(load(out, "latent.json"))
     lines += train_section("Training at a larger batch (MFU)", load(out, "train_batch.json"))
     lines += switches_section("Speed switches", load(out, "switches.json"))
     lines += sampling_section(load(out, "sampling.json"))
