@@ -427,3 +427,14 @@ def test_latent_training_on_gpu(tmp_path: Path, image_folder: Path, precision: s
 @pytest.mark.slow
 def test_latent_training_in_bf16_on_cpu(tmp_path: Path, image_folder: Path) -> None:
     train_latents_in("bf16-mixed", "cpu", tmp_path, image_folder)
+
+
+def test_held_out_images_validate_on_their_own_cached_latents(
+    autoencoder: Path, image_folder: Path
+) -> None:
+    module = latent_module(autoencoder)
+    datamodule = fit(module, image_folder, val_fraction=0.5)
+    assert len(datamodule.train_latents) == len(datamodule.val_latents) == 6
+    train_files = datamodule.train_latents.encoded.cache_files
+    assert train_files != datamodule.val_latents.encoded.cache_files
+    assert torch.isfinite(module.trainer.callback_metrics["val/loss"])

@@ -68,8 +68,12 @@ class LatentEncoding:
         return datasets.Features(features)
 
     def fingerprint(self, pixels: PixelDataset) -> str:
-        """The cache's name: the pixels' fingerprint, the autoencoder and this layout."""
-        keys = (pixels.decoded._fingerprint, self.identity, self.mirrored, LATENT_CACHE_VERSION)
+        """The cache's name: the pixels' files, the autoencoder and this layout.
+
+        The files are named by the decoding's fingerprint (a split adds its indices file).
+        """
+        files = [entry["filename"] for entry in pixels.decoded.cache_files]
+        keys = (files, len(pixels), self.identity, self.mirrored, LATENT_CACHE_VERSION)
         return Hasher.hash(keys)
 
     def _encode_rows(self, table: pa.Table, shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
