@@ -10,6 +10,7 @@ training photo tells whether it copies them.
 
     python benchmarks/quality.py                      # every recipe, seeds 0 1, 300 s each
     python benchmarks/quality.py --recipes ddpm ema --budget-seconds 60
+    python benchmarks/quality.py --recipes edm-heun --max-steps 1100 --budget-seconds 1e9
 
 A full default run on two otherwise idle cores takes about 4 hours: 8 trained models x 2
 seeds x (300 s + ~15 s of setup) is 1.4 hours, and sampling 416 images with 100 DDPM steps
@@ -185,11 +186,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, default=2, help="torch threads (default: %(default)s)"
     )
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="also stop each model after this many optimizer steps (a compute budget that "
+        "machine load does not change; pair it with a large --budget-seconds)",
+    )
     args = parser.parse_args(argv)
     if args.num_images < 2:
         parser.error("--num-images must be at least 2 (FD needs two images)")
     if args.budget_seconds <= 0:
         parser.error("--budget-seconds must be above 0")
+    if args.max_steps is not None and args.max_steps < 1:
+        parser.error("--max-steps must be at least 1")
     args.seeds = list(dict.fromkeys(args.seeds))
     return args
 
@@ -325,7 +335,13 @@ class TrainedModel:
     seconds: float
 
 
-def train(recipe: Recipe, seed: int, budget_seconds: float, data_dir: Path) -> TrainedModel:
+def train(
+    recipe: Recipe,
+    seed: int,
+    budget_seconds: float,
+    data_dir: Path,
+    max_steps: int | None = None,
+) -> TrainedModel:
     """Fit ``recipe`` in this process until the wall-clock budget runs out."""
     seed_everything(seed, verbose=False)
     module = DDPMModule(**{**FOLDER_CPU_MODEL, **recipe.module()})
@@ -334,7 +350,8 @@ def train(recipe: Recipe, seed: int, budget_seconds: float, data_dir: Path) -> T
         accelerator="cpu",
         devices=1,
         precision="32-true",
-        max_epochs=-1,  # the Timer stops it
+        max_epochs=-1,  # the Timer (or max_steps) stops it
+        max_steps=max_steps or -1,
         callbacks=[timer, *recipe.callbacks()],
         logger=False,
         enable_checkpointing=False,
@@ -368,13 +385,17 @@ def training_groups(names: Sequence[str]) -> dict[str, list[str]]:
 
 
 def run_seed(
-    scorer: Scorer, names: Sequence[str], budget_seconds: float, data_dir: Path
+    scorer: Scorer,
+    names: Sequence[str],
+    budget_seconds: float,
+    data_dir: Path,
+    max_steps: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Train every needed model once with this seed, sample and score each recipe."""
     results: dict[str, dict[str, Any]] = {}
     for trained_as, members in training_groups(names).items():
         print(f"seed {scorer.seed}: training {trained_as} for {budget_seconds:g} s ...", flush=True)
-        model = train(RECIPES[trained_as], scorer.seed, budget_seconds, data_dir)
+        model = train(RECIPES[trained_as], scorer.seed, budget_seconds, data_dir, max_steps)
         for name in members:
             recipe = RECIPES[name]
             started = time.perf_counter()
@@ -473,7 +494,13 @@ def notes(args: argparse.Namespace, photos: RealPhotos, classifier: TrainedClass
             "(ceiling). ± is the sample std over seeds. Noise is a reference, not a bound: a "
             "barely trained model's saturated samples can score worse.",
             f"- Training: {args.budget_seconds:g} s of wall-clock time per model (Lightning "
-            "Timer), folder_cpu.yaml's model and data, but a constant learning rate after the "
+            "Timer)"
+            + (
+                f" or {args.max_steps} optimizer steps, whichever ends first"
+                if args.max_steps
+                else ""
+            )
+            + ", folder_cpu.yaml's model and data, but a constant learning rate after the "
             "50 warm-up steps for every recipe: a cosine schedule needs the run's length, "
             "which a wall-clock stop only estimates, and the estimate differs by recipe speed "
             "and machine load. ddpm-ddim20 samples the ddpm model (no training of its own).",
@@ -510,7 +537,8 @@ def main(argv: list[str] | None = None) -> None:
         scorer = Scorer(photos, classifier, seed, args.num_images)
         per_seed["floor"].append({"seed": seed, **scorer.floor()})
         per_seed["ceiling"].append({"seed": seed, **scorer.ceiling()})
-        for name, run in run_seed(scorer, args.recipes, args.budget_seconds, args.data_dir).items():
+        runs = run_seed(scorer, args.recipes, args.budget_seconds, args.data_dir, args.max_steps)
+        for name, run in runs.items():
             per_seed.setdefault(name, []).append(run)
 
     floor, ceiling = summarize(per_seed.pop("floor")), summarize(per_seed.pop("ceiling"))
@@ -535,6 +563,7 @@ def main(argv: list[str] | None = None) -> None:
                 "recipes": {name: RECIPES[name].sampling for name in args.recipes},
                 "seeds": args.seeds,
                 "budget_seconds": args.budget_seconds,
+                "max_steps": args.max_steps,
                 "num_images": args.num_images,
                 "data_dir": str(args.data_dir),
                 "model": FOLDER_CPU_MODEL,

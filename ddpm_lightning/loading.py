@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DiffusionPipeline, UNet2DModel
+from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DModel
 
 from ddpm_lightning.errors import MissingInputError, SourceUnavailableError, UsageError
 from ddpm_lightning.models import DDPMModule
@@ -75,15 +75,22 @@ def load_pipeline_module(source: str) -> DDPMModule:
             "(.ckpt), a pipeline folder (with model_index.json), or a Hub id that can be reached."
         ) from error
     size, embeds = config["sample_size"], config.get("num_class_embeds")
-    id2label = None
-    if embeds:  # a class-conditional pipeline keeps its class names in model_index.json
-        id2label = DiffusionPipeline.load_config(source).get("id2label") or None
+    size, channels = size if isinstance(size, int) else size[0], config["in_channels"]
+    model_index = DiffusionPipeline.load_config(source)
+    id2label = model_index.get("id2label") or None  # a class-conditional pipeline's class names
+    latents = {}
+    if "vae" in model_index:  # a latent pipeline: images are the autoencoder's, larger than latents
+        vae = AutoencoderKL.load_config(source, subfolder="vae")
+        size *= 2 ** (len(vae["block_out_channels"]) - 1)
+        channels = vae["in_channels"]
+        latents = {"autoencoder": source, "autoencoder_subfolder": "vae"}
     return DDPMModule(
-        image_size=size if isinstance(size, int) else size[0],
-        channels=config["in_channels"],
+        image_size=size,
+        channels=channels,
         pretrained_model_name_or_path=source,
         num_classes=embeds - 1 if embeds else None,
         id2label={int(index): name for index, name in id2label.items()} if id2label else None,
+        **latents,
     )
 
 

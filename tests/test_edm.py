@@ -11,6 +11,7 @@ from diffusers import DiffusionPipeline
 from ddpm_lightning import DDPMModule
 from ddpm_lightning.errors import InvalidSettingError
 from ddpm_lightning.formulations import EDMFormulation
+from ddpm_lightning.loading import load_module
 from ddpm_lightning.sampling import SamplingSettings
 from ddpm_lightning.sampling.edm_heun import EDMHeunScheduler
 
@@ -118,6 +119,12 @@ def test_the_export_gives_the_modules_images_and_loads_in_diffusers(tmp_path: Pa
         exported = pipeline(3, generator=generator, num_inference_steps=6, output_type="pt")
         images = module.generate(3, 3, 6, sampler, output_type="pt")
         assert torch.equal(images, exported.images), sampler
+    # sample/evaluate/predict --source <folder>: the folder loads as the EDM model it was.
+    loaded = load_module(str(tmp_path / "pipeline"))
+    assert isinstance(loaded.formulation, EDMFormulation)
+    assert loaded.formulation.init_args() == module.formulation.init_args()
+    images = module.generate(2, 5, 4, "edm-heun", output_type="pt")
+    assert torch.equal(loaded.eval().generate(2, 5, 4, "edm-heun", output_type="pt"), images)
 
 
 def test_an_edm_run_resumed_at_an_epoch_boundary_ends_with_the_same_weights(

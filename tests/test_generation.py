@@ -22,6 +22,7 @@ from ddpm_lightning.sampling.progress import sampling_progress
 from ddpm_lightning.utils.images import image_grid, to_uint8
 
 from .conftest import TINY_UNET
+from .test_latents import save_tiny_autoencoder
 
 NUM_IMAGES, SAMPLER, STEPS = 6, "ddim", 2
 
@@ -68,10 +69,13 @@ def assert_same_pixels(actual: torch.Tensor, expected: torch.Tensor) -> None:
     assert (actual.int() - expected.int()).abs().max() <= 1
 
 
-@pytest.fixture(scope="module")
-def module() -> DDPMModule:
+@pytest.fixture(scope="module", params=["pixels", "latents"])
+def module(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> DDPMModule:
     # learning_rate 0: training keeps the initial weights, so every path samples one model.
-    return DDPMModule(image_size=16, **TINY_UNET, learning_rate=0.0, lr_warmup_steps=1)
+    settings = {"image_size": 16, **TINY_UNET, "learning_rate": 0.0, "lr_warmup_steps": 1}
+    if request.param == "latents":  # images are vae.decode of the generated latents
+        settings["autoencoder"] = str(save_tiny_autoencoder(tmp_path_factory.mktemp("vae")))
+    return DDPMModule(**settings)
 
 
 @pytest.fixture(scope="module")

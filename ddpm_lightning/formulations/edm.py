@@ -56,6 +56,16 @@ class EDMFormulation(Formulation):
             sigma_min=sigma_min, sigma_max=sigma_max, sigma_data=sigma_data, rho=rho
         )
 
+    @classmethod
+    def from_scheduler(cls, scheduler: Any) -> EDMFormulation:
+        """The formulation of an exported EDM pipeline's scheduler (its sigmas and sigma_data).
+
+        ``p_mean``/``p_std`` (training only) are not saved with a pipeline: the defaults.
+        """
+        config = scheduler.config
+        return cls(config.sigma_data, sigma_min=config.sigma_min, sigma_max=config.sigma_max,
+                   rho=config.rho)  # fmt: skip
+
     def preconditioning(self, sigma: torch.Tensor) -> dict[str, torch.Tensor]:
         """c_skip, c_out, c_in and c_noise at each sigma (the paper's Table 1, EDM column)."""
         sd2, total = self.sigma_data**2, sigma**2 + self.sigma_data**2

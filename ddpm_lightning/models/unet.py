@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import DDPMScheduler, EDMEulerScheduler, UNet2DModel
 
 from ddpm_lightning.errors import InvalidSettingError, SourceUnavailableError
-from ddpm_lightning.formulations import DDPMFormulation, Formulation
+from ddpm_lightning.formulations import DDPMFormulation, EDMFormulation, Formulation
 
 #: The tutorial's 128 px UNet (113,673,219 parameters).
 TUTORIAL_BLOCK_OUT_CHANNELS = (128, 128, 256, 256, 512, 512)
@@ -131,12 +131,12 @@ def check_data_matches_model(
 
 def load_pretrained(
     source: str, image_size: int, channels: int, num_classes: int | None, formulation: Formulation
-) -> tuple[UNet2DModel, DDPMFormulation]:
+) -> tuple[UNet2DModel, Formulation]:
     """A pipeline's UNet and its scheduler as the formulation, checked against the data."""
     try:
         # low_cpu_mem_usage needs accelerate (not a dependency); off, diffusers stays quiet.
         unet = UNet2DModel.from_pretrained(source, subfolder="unet", low_cpu_mem_usage=False)
-        scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler")
+        scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler")
     except (OSError, ValueError) as error:
         raise SourceUnavailableError(
             f"Could not load a diffusers pipeline from {source!r}: {error}\n"
@@ -152,6 +152,14 @@ def load_pretrained(
             f"num_classes is {num_classes}: set num_classes to match it."
         )
     check_image_size(image_size, unet.config.block_out_channels)
-    min_snr_gamma = getattr(formulation, "min_snr_gamma", None)
     # from_pretrained gives eval mode, which Lightning keeps: fine-tuning would skip dropout.
-    return unet.train(), DDPMFormulation.from_scheduler(scheduler, min_snr_gamma)
+    return unet.train(), pretrained_formulation(scheduler_config, formulation)
+
+
+def pretrained_formulation(scheduler_config: dict[str, Any], asked: Formulation) -> Formulation:
+    """The formulation a pipeline's saved scheduler was trained with: EDM's or DDPM's."""
+    if scheduler_config.get("_class_name", "").startswith("EDM"):
+        return EDMFormulation.from_scheduler(EDMEulerScheduler.from_config(scheduler_config))
+    min_snr_gamma = getattr(asked, "min_snr_gamma", None)
+    scheduler = DDPMScheduler.from_config(scheduler_config)
+    return DDPMFormulation.from_scheduler(scheduler, min_snr_gamma)
