@@ -438,3 +438,9 @@ def test_held_out_images_validate_on_their_own_cached_latents(
     train_files = datamodule.train_latents.encoded.cache_files
     assert train_files != datamodule.val_latents.encoded.cache_files
     assert torch.isfinite(module.trainer.callback_metrics["val/loss"])
+
+
+def test_a_rank_without_seeds_returns_images_of_the_image_shape(autoencoder: Path) -> None:
+    # all_gather pads each rank's images to one shape: latents' would not match the images'.
+    generator = latent_module(autoencoder).image_generator(few_steps())
+    assert generator([]).shape == (0, 3, 16, 16)

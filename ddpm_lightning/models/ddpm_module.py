@@ -249,6 +249,7 @@ class DDPMModule(LightningModule):
         ``kwargs`` go to :class:`~ddpm_lightning.sampling.ImageGenerator` (autocast, description).
         """
         family = self.formulation.sampler_family()
+        kwargs.setdefault("image_shape", self.space.image_shape)
         return ImageGenerator(
             self.unet, family, self.classes, settings, self.space.decode, trainer, self, **kwargs
         )

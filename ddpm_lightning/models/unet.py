@@ -9,6 +9,7 @@ from diffusers import DDPMScheduler, EDMEulerScheduler, UNet2DModel
 
 from ddpm_lightning.errors import InvalidSettingError, SourceUnavailableError
 from ddpm_lightning.formulations import DDPMFormulation, EDMFormulation, Formulation
+from ddpm_lightning.utils.checks import check_image_size_multiple
 
 #: The tutorial's 128 px UNet (113,673,219 parameters).
 TUTORIAL_BLOCK_OUT_CHANNELS = (128, 128, 256, 256, 512, 512)
@@ -59,15 +60,13 @@ def unet_config(
 
 def check_image_size(image_size: int, block_out_channels: Sequence[int]) -> None:
     """Raise if the UNet's down-sampling cannot divide ``image_size`` evenly."""
-    factor = 2 ** (len(block_out_channels) - 1)
-    if image_size % factor:
-        lower = max(factor, image_size // factor * factor)
-        raise InvalidSettingError(
-            f"image_size {image_size} cannot go through this UNet: its {len(block_out_channels)} "
-            f"levels halve the image {len(block_out_channels) - 1} times, so the size must be a "
-            f"multiple of {factor}. Use image_size {lower} or {lower + factor}, or a UNet with "
-            "fewer levels (shorter block_out_channels)."
-        )
+    levels = len(block_out_channels)
+    check_image_size_multiple(
+        image_size,
+        2 ** (levels - 1),
+        f"this UNet: its {levels} levels halve the image {levels - 1} times",
+        ", or a UNet with fewer levels (shorter block_out_channels)",
+    )
 
 
 def check_unet_matches_data(unet: UNet2DModel, image_size: int, channels: int, source: str) -> None:

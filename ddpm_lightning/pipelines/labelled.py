@@ -14,9 +14,14 @@ from ddpm_lightning.sampling.denoise import denoise, to_unit_range
 class LabelledPipeline(DiffusionPipeline):
     """A UNet and a scheduler, with ``id2label`` in ``model_index.json`` (as ``DiTPipeline``).
 
-    Subclasses pick the labels and steps; :meth:`_generate` runs the one denoising loop
-    (guidance included) and returns images as diffusers pipelines do.
+    Calling it gives ``batch_size`` images of an unconditional UNet, or one per class id of a
+    conditional one; :meth:`_generate` runs the one denoising loop (guidance included) and
+    returns images as diffusers pipelines do. Subclasses set the default steps and may
+    decode the samples (:meth:`_decode`: pixels by default).
     """
+
+    #: ``num_inference_steps`` when the call gives none.
+    default_inference_steps = 50
 
     def __init__(
         self,
@@ -38,6 +43,39 @@ class LabelledPipeline(DiffusionPipeline):
             raise ValueError(f"Unknown class names {unknown}; known: {list(self.labels)}.")
         return [self.labels[name] for name in names]
 
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        class_labels: list[int] | int | None = None,
+        guidance_scale: float = 1.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        num_inference_steps: int | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple[Any]:
+        """``batch_size`` images, or one per class id of a conditional UNet.
+
+        Args:
+            batch_size: images of an unconditional UNet.
+            class_labels: class ids, one per image (a conditional UNet).
+            guidance_scale: classifier-free guidance above 1 (a conditional UNet).
+            generator: makes generation deterministic (one for the batch, or one per image).
+            num_inference_steps: sampler steps (None: :attr:`default_inference_steps`).
+            output_type: ``pil``, ``np``, ``pt`` (float (N, C, H, W) in [0, 1]) or
+                ``latent`` (the UNet's samples, undecoded).
+            return_dict: an ``ImagePipelineOutput`` rather than a tuple.
+        """
+        labels, batch_size, guidance_scale = self._labels(batch_size, class_labels, guidance_scale)
+        steps = num_inference_steps or self.default_inference_steps
+        return self._generate(
+            batch_size, labels, guidance_scale, generator, steps, output_type, return_dict
+        )
+
+    def _decode(self, samples: torch.Tensor) -> torch.Tensor:
+        """The UNet's samples as float images in [0, 1] (pixels: a rescale)."""
+        return to_unit_range(samples)
+
     def _generate(
         self,
         num_images: int,
@@ -57,7 +95,8 @@ class LabelledPipeline(DiffusionPipeline):
             class_labels=labels,
             guidance_scale=guidance_scale,
         )
-        return self._output(to_unit_range(samples), output_type, return_dict)
+        images = samples if output_type == "latent" else self._decode(samples)
+        return self._output(images, output_type, return_dict)
 
     def _labels(
         self, batch_size: int, class_labels: list[int] | int | None, guidance_scale: float

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from diffusers import AutoencoderKL, ImagePipelineOutput, UNet2DModel
+from diffusers import AutoencoderKL, UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from ddpm_lightning.pipelines.labelled import LabelledPipeline
 from ddpm_lightning.pipelines.latent_scaling import LatentScaling
-from ddpm_lightning.sampling.denoise import denoise, to_unit_range
+from ddpm_lightning.sampling.denoise import to_unit_range
 
 #: Latents per ``vae.decode`` call: decoding is the memory peak at large sizes.
 DECODE_BATCH_SIZE = 8
@@ -55,38 +53,6 @@ class LatentDiffusionPipeline(LabelledPipeline):
         super().__init__(unet, scheduler, id2label)
         self.register_modules(vae=vae)
 
-    @torch.no_grad()
-    def __call__(
-        self,
-        batch_size: int = 1,
-        class_labels: list[int] | int | None = None,
-        guidance_scale: float = 1.0,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        num_inference_steps: int = 50,
-        output_type: str = "pil",
-        return_dict: bool = True,
-    ) -> ImagePipelineOutput | tuple[Any]:
-        """``batch_size`` images, or one per class id of a conditional UNet.
-
-        Args:
-            batch_size: images of an unconditional UNet.
-            class_labels: class ids, one per image (a conditional UNet).
-            guidance_scale: classifier-free guidance above 1 (a conditional UNet).
-            generator: makes generation deterministic (one for the batch, or one per image).
-            num_inference_steps: sampler steps.
-            output_type: ``pil``, ``np``, ``pt`` (float (N, C, H, W) in [0, 1]) or
-                ``latent`` (the UNet's samples, before decoding).
-            return_dict: an ``ImagePipelineOutput`` rather than a tuple.
-        """
-        labels, batch_size, guidance_scale = self._labels(batch_size, class_labels, guidance_scale)
-        samples = denoise(
-            self.unet,
-            self.scheduler,
-            batch_size,
-            generator,
-            num_inference_steps,
-            class_labels=labels,
-            guidance_scale=guidance_scale,
-        )
-        images = samples if output_type == "latent" else decode_latents(self.vae, samples)
-        return self._output(images, output_type, return_dict)
+    def _decode(self, samples: torch.Tensor) -> torch.Tensor:
+        """``vae.decode`` with the scale and shift of ``vae.config``, in batches."""
+        return decode_latents(self.vae, samples)

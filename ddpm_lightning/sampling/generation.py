@@ -45,6 +45,7 @@ class ImageGenerator:
         averaged_from: the module whose EMA copy the Trainer's averaging callback holds.
         autocast: a context manager factory for mixed precision without a Trainer.
         description: the progress bar's label.
+        image_shape: (C, H, W) of the decoded images (None: what the network denoises).
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class ImageGenerator:
         averaged_from: nn.Module | None = None,
         autocast: Callable[[], AbstractContextManager] | None = None,
         description: str = "Sampling",
+        image_shape: tuple[int, int, int] | None = None,
     ) -> None:
         settings = settings or SamplingSettings()
         sampler, steps = samplers.resolve(settings.sampler, settings.num_inference_steps)
@@ -72,6 +74,7 @@ class ImageGenerator:
         self.averaged_from = averaged_from
         self.autocast = autocast
         self.description = description
+        self.image_shape = image_shape
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
@@ -113,7 +116,8 @@ class ImageGenerator:
                 else:
                     on_batch(images)
         if not kept:
-            return torch.empty(0, *self.sample_shape, device=self.device)
+            # A rank without seeds: the images' shape, so that all_gather's shapes agree.
+            return torch.empty(0, *(self.image_shape or self.sample_shape), device=self.device)
         return torch.cat(kept)
 
     def pipeline_batch(self, num_images: int, class_labels: Labels = None) -> torch.Tensor:

@@ -9,6 +9,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from ddpm_lightning.errors import InvalidSettingError, SourceUnavailableError
+from ddpm_lightning.utils.checks import check_image_size_multiple
 
 
 def load_autoencoder(source: str | dict[str, Any], subfolder: str | None = None) -> AutoencoderKL:
@@ -61,13 +62,9 @@ def latent_shape(
             f"autoencoder made for {channels}-channel images."
         )
     factor = downsampling_factor(autoencoder)
-    if image_size % factor:
-        lower = max(factor, image_size // factor * factor)
-        raise InvalidSettingError(
-            f"image_size {image_size} cannot go through the autoencoder: it shrinks images "
-            f"{factor}x per side, so the size must be a multiple of {factor}. Use image_size "
-            f"{lower} or {lower + factor}."
-        )
+    check_image_size_multiple(
+        image_size, factor, f"the autoencoder: it shrinks images {factor}x per side"
+    )
     size = image_size // factor
     return (config.latent_channels, size, size)
 

@@ -21,6 +21,8 @@ class PixelSpace:
 
     def __init__(self, channels: int, image_size: int) -> None:
         self.shape = (channels, image_size, image_size)
+        #: (C, H, W) of the images: here what the UNet denoises.
+        self.image_shape = self.shape
 
     def encode(
         self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
