@@ -68,6 +68,14 @@ def tiny_model_kwargs() -> dict:
     return {"image_size": 16, **TINY_UNET, "lr_warmup_steps": 2}
 
 
+def quiet_trainer(**kwargs):
+    """A Trainer without logger, checkpoints, progress bar or model summary (plus ``kwargs``)."""
+    import lightning as L
+
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+    return L.Trainer(**{**quiet, "enable_model_summary": False, **kwargs})
+
+
 def few_steps(sampler: str = "ddim", steps: int = 2, **overrides):
     """``SamplingSettings`` for tests: a fast sampler with a handful of steps."""
     from ddpm_lightning.sampling import SamplingSettings

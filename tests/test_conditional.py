@@ -18,7 +18,7 @@ from ddpm_lightning.loading import load_module
 from ddpm_lightning.pipelines import ClassConditionalDDPMPipeline
 from ddpm_lightning.sampling import SamplingSettings
 
-from .conftest import TINY_UNET, assert_exact_resume, fit_tiny
+from .conftest import TINY_UNET, assert_exact_resume, fit_tiny, quiet_trainer
 from .test_cli import tiny_command
 from .test_console import console
 from .test_distributed import RecordRank
@@ -123,14 +123,7 @@ def trained_on_blobs(**model_kwargs) -> DDPMModule:
     L.seed_everything(0)
     datamodule = Blobs(train_batch_size=16)
     module = tiny_conditional(datamodule, learning_rate=2e-3, lr_warmup_steps=20, **model_kwargs)
-    trainer = L.Trainer(
-        max_steps=300,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(module, datamodule)
+    quiet_trainer(max_steps=300).fit(module, datamodule)
     return module
 
 

@@ -17,7 +17,7 @@ from ddpm_lightning.pipelines import LatentDiffusionPipeline
 from ddpm_lightning.pipelines.latent_scaling import LatentScaling
 from ddpm_lightning.sampling.denoise import denoise, to_unit_range
 
-from .conftest import TINY_UNET, assert_exact_resume, few_steps
+from .conftest import TINY_UNET, assert_exact_resume, few_steps, quiet_trainer
 from .test_distributed import PerImageNoise
 
 
@@ -66,14 +66,7 @@ def fit(module: DDPMModule, image_folder: Path, epochs: int = 1, **data) -> Imag
     datamodule = ImageDataModule(
         data_dir=str(image_folder), image_size=16, train_batch_size=4, **data
     )
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(module, datamodule)
+    quiet_trainer(max_epochs=epochs).fit(module, datamodule)
     return datamodule
 
 
@@ -199,12 +192,7 @@ def test_grids_and_predictions_are_the_generators_images(
     fit(module, image_folder)
     module.prediction = PredictionSettings(num_images=3, sampling=few_steps(seed=5))
     out = tmp_path / "predictions"
-    trainer = L.Trainer(
-        callbacks=[PNGPredictionWriter(str(out))],
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(callbacks=[PNGPredictionWriter(str(out))])
     trainer.predict(module, return_predictions=False)
     written = sorted(out.glob("*.png"))
     assert len(written) == 3
@@ -348,16 +336,12 @@ def test_two_process_ddp_encodes_each_image_once_and_trains_as_one_process(
     def train(devices: int, batch_size: int, folder: Path) -> None:
         folder.mkdir()
         L.seed_everything(0)
-        trainer = L.Trainer(
+        trainer = quiet_trainer(
             accelerator="cpu",
             devices=devices,
             strategy="ddp_fork" if devices > 1 else "auto",
             max_epochs=2,
             callbacks=[RecordEncodings(folder, counter)],
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
         )
         module = PerImageDraws(
             image_size=16, **TINY_UNET, lr_warmup_steps=1, learning_rate=1e-3,
