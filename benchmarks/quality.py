@@ -27,20 +27,21 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import _common
 import torch
+import yaml
 from lightning import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import Timer
 from quality_features import CACHE_ROOT, TrainedClassifier, species_classifier, species_labels
 from torchvision.io import write_png
 from torchvision.utils import make_grid
 
-from ddpm_lightning import DDPMModule
+from ddpm_lightning import DDPMModule, formulations
 from ddpm_lightning.callbacks import EMA
 from ddpm_lightning.data import ImageDataModule
 from ddpm_lightning.formulations import DDPMFormulation
@@ -51,8 +52,9 @@ from ddpm_lightning.sampling.seeds import image_seeds
 from ddpm_lightning.utils.images import to_uint8
 from ddpm_lightning.utils.tables import markdown_table
 
-#: examples/configs/folder_cpu.yaml, the main job's CPU recipe, as DDPMModule arguments, except
-#: the schedule: a wall-clock stop leaves a cosine schedule's length unknown (see NOTES).
+#: The main job's recipe before issue 22 (folder_cpu.yaml with DDPM and the (32, 64, 128) UNet)
+#: as DDPMModule arguments, the base of every recipe, except the schedule: a wall-clock stop
+#: leaves a cosine schedule's length unknown (see notes()).
 FOLDER_CPU_MODEL: dict[str, Any] = {
     "image_size": 32,
     "block_out_channels": (32, 64, 128),
@@ -64,6 +66,8 @@ FOLDER_CPU_MODEL: dict[str, Any] = {
 }
 #: folder_cpu.yaml's data settings (random flips are ImageDataModule's default).
 FOLDER_CPU_BATCH_SIZE = 32
+#: The README's main job, scored as the row ``main-job``.
+MAIN_JOB_CONFIG = _common.REPO_ROOT / "examples" / "configs" / "folder_cpu.yaml"
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,43 @@ def _edm(**settings: Any) -> Any:
     from ddpm_lightning.formulations import EDMFormulation
 
     return EDMFormulation(**settings)
+
+
+def main_job_recipe(config: Path = MAIN_JOB_CONFIG) -> Recipe:
+    """The main job as it is configured: folder_cpu.yaml's model, batch, epochs and sampler.
+
+    Read from the file, so the benchmark scores what the README's command trains.
+    """
+    settings = yaml.safe_load(config.read_text())
+    data = settings["data"]["init_args"]
+    if data.get("image_size") != FOLDER_CPU_MODEL["image_size"]:
+        raise ValueError(
+            f"{config} trains at {data.get('image_size')} px; the benchmark scores "
+            f"{FOLDER_CPU_MODEL['image_size']} px images: change one to match the other."
+        )
+    model = dict(settings["model"]["init_args"])
+    formulation = model.pop("formulation", None)
+    for key in ("block_out_channels", "attention_head_dim"):
+        if isinstance(model.get(key), list):
+            model[key] = tuple(model[key])
+
+    def module() -> dict[str, Any]:
+        if formulation is None:
+            return dict(model)
+        name = formulation["class_path"].rsplit(".", 1)[-1]
+        return {
+            **model,
+            "formulation": getattr(formulations, name)(**formulation.get("init_args", {})),
+        }
+
+    sampling = settings.get("output", {}).get("sampling", {})
+    return Recipe(
+        module,
+        sampler=sampling.get("sampler", "ddpm"),
+        steps=sampling.get("num_inference_steps", 100),
+        batch_size=data["train_batch_size"],
+        epochs=settings["trainer"]["max_epochs"],
+    )
 
 
 #: Every recipe; one line each. ``ddpm`` is folder_cpu.yaml sampled as the main job samples
@@ -187,6 +228,9 @@ RECIPES: dict[str, Recipe] = {
         batch_size=8,
     ),
 }
+RECIPES["main-job"] = main_job_recipe()
+#: What more training buys: the main job for four times its epochs (about 20 minutes).
+RECIPES["main-job-4x"] = replace(RECIPES["main-job"], epochs=4 * RECIPES["main-job"].epochs)
 DEFAULT_RECIPES = list(RECIPES)
 
 #: Image ``i`` of seed ``s`` is sampled from noise seed ``s * NOISE_SEED_STRIDE + i``.
@@ -568,10 +612,12 @@ def notes(args: argparse.Namespace, photos: RealPhotos, classifier: TrainedClass
                 if args.max_steps
                 else ""
             )
-            + ", folder_cpu.yaml's model and data, but a constant learning rate after the "
-            "50 warm-up steps for every recipe: a cosine schedule needs the run's length, "
-            "which a wall-clock stop only estimates, and the estimate differs by recipe speed "
-            "and machine load. ddpm-ddim20 samples the ddpm model (no training of its own).",
+            + ", the pre-issue-22 main job's model and data (DDPM, UNet (32, 64, 128), 32 px, "
+            "batch 32), but a constant learning rate after the 50 warm-up steps: a cosine "
+            "schedule needs the run's length, which a wall-clock stop only estimates. "
+            "Recipes with a fixed number of epochs (main-job: folder_cpu.yaml as it is; "
+            "*-cosine) train them with their own schedule; their training seconds say what "
+            "that cost. ddpm-ddim20 samples the ddpm model (no training of its own).",
             "- Nearest photo: mean over images of the per-pixel RMS distance in [0, 1] to the "
             "nearest training photo or its mirror image; the floor row's figure is the real "
             "reference (each held-out photo against the other photos). Far below it means "
