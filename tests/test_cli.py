@@ -86,6 +86,8 @@ def test_every_shipped_config_trains_through_the_real_cli(
         pipeline_class = ClassConditionalDDPMPipeline
     if "EDMFormulation" in config.read_text():  # the main job's recipe: an EDM export
         pipeline_class = EDMPipeline
+    if "down_block_types" in config.read_text():  # its own block types: keep their 3 levels
+        args.append("--model.init_args.block_out_channels=[8, 16, 32]")
     sample_size = 16
     if "autoencoder:" in config.read_text():  # a latent config: a tiny local autoencoder
         autoencoder = save_tiny_autoencoder(tmp_path / "vae")
