@@ -8,14 +8,17 @@ floor (real photos against real photos: the sampling noise of that many images),
 (uniform noise) and its spread over ``--seeds``. Each recipe's mean distance to the nearest
 training photo tells whether it copies them.
 
-    python benchmarks/quality.py                      # every recipe, seeds 0 1, 300 s each
-    python benchmarks/quality.py --recipes ddpm ema --budget-seconds 60
+    python benchmarks/quality.py --recipes ddpm main-job --num-images 208   # ~30 minutes
+    python benchmarks/quality.py                      # the standard recipes, seeds 0 1
     python benchmarks/quality.py --recipes edm-heun --max-steps 1100 --budget-seconds 1e9
 
-A full default run on two otherwise idle cores takes about 4 hours: 8 trained models x 2
-seeds x (300 s + ~15 s of setup) is 1.4 hours, and sampling 416 images with 100 DDPM steps
-costs ~9 minutes per recipe at the main job's width (~3 minutes narrow, ~27 minutes wide),
-2.8 hours in all. ``--num-images 208`` halves the sampling.
+``main-job`` is ``examples/configs/folder_cpu.yaml`` as it stands, read from the file. A default
+run (the standard recipes: DDPM, EDM, min-SNR, v-prediction, EMA, two learning rates, two
+widths and the main job) takes about 4.5 hours on two otherwise idle cores: 10 trained models
+x 2 seeds x (300 s + ~15 s of setup) is 1.75 hours, and sampling 416 images with 100 DDPM
+steps costs ~7 minutes per recipe at the pre-issue-22 width (~3 minutes narrow, ~27 minutes
+wide). ``--num-images 208`` halves the sampling. The other recipes (the levers of BENCHMARKS.md
+6b and 6c) run when named.
 """
 
 from __future__ import annotations
@@ -231,7 +234,11 @@ RECIPES: dict[str, Recipe] = {
 RECIPES["main-job"] = main_job_recipe()
 #: What more training buys: the main job for four times its epochs (about 20 minutes).
 RECIPES["main-job-4x"] = replace(RECIPES["main-job"], epochs=4 * RECIPES["main-job"].epochs)
-DEFAULT_RECIPES = list(RECIPES)
+#: What a run without ``--recipes`` compares: the issue-22 table.
+DEFAULT_RECIPES = [
+    "ddpm", "ddpm-ddim20", "min-snr", "v-pred", "ema", "lr-3e-4", "lr-2e-3", "narrow", "wide",
+    "edm-heun", "main-job",
+]  # fmt: skip
 
 #: Image ``i`` of seed ``s`` is sampled from noise seed ``s * NOISE_SEED_STRIDE + i``.
 NOISE_SEED_STRIDE = 100_000
@@ -247,7 +254,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=list(RECIPES),
         default=DEFAULT_RECIPES,
         metavar="RECIPE",
-        help=f"recipes to run, of {', '.join(RECIPES)} (default: all)",
+        help=f"recipes to run, of {', '.join(RECIPES)} (default: {' '.join(DEFAULT_RECIPES)})",
     )
     parser.add_argument(
         "--seeds", nargs="+", type=int, default=[0, 1], help="runs per recipe (default: 0 1)"
