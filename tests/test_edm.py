@@ -93,16 +93,19 @@ def test_settings_refuse_impossible_values_and_ddpm_samplers() -> None:
 
 @pytest.mark.slow
 def test_a_tiny_edm_model_separates_two_colours_at_20_heun_steps() -> None:
-    module = trained_on_blobs(formulation=EDMFormulation())
-    seeds = list(range(8))
-    margins = {}
-    for sampler in ("edm-heun", "edm-euler"):
+    """Issue 22's wash-out: deterministic 20-step sampling keeps the classes' colours apart."""
+
+    def colour_gap(module: DDPMModule, sampler: str) -> float:
         generator = module.image_generator(SamplingSettings(sampler, 20))
-        red, blue = (generator(seeds, class_labels=[colour] * 8) for colour in ("red", "blue"))
-        margins[sampler] = (redness(red).mean() - redness(blue).mean()).item()
-    # DDPM's DDIM at 20-25 steps on the same budget: about 0.03 (issue 22); EDM keeps colours.
-    assert margins["edm-heun"] > 0.2, margins
-    assert margins["edm-euler"] > 0.2, margins
+        red, blue = (generator(list(range(8)), class_labels=[c] * 8) for c in ("red", "blue"))
+        return (redness(red).mean() - redness(blue).mean()).item()
+
+    ddim = colour_gap(trained_on_blobs(), "ddim")  # DDPM trained, same steps: 0.43 measured
+    edm = trained_on_blobs(formulation=EDMFormulation())
+    margins = {sampler: colour_gap(edm, sampler) for sampler in ("edm-heun", "edm-euler")}
+
+    # Measured: 1.69 (Heun) and 1.67 (Euler), where a pure red and a pure blue blob differ by 4.
+    assert min(margins.values()) > max(1.0, 2 * ddim), (margins, ddim)
 
 
 def test_the_export_gives_the_modules_images_and_loads_in_diffusers(tmp_path: Path) -> None:
