@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -142,8 +143,11 @@ def test_help(command: list[str], capsys: pytest.CaptureFixture) -> None:
     assert "usage" in capsys.readouterr().out
 
 
-def test_fit_then_export_then_sample_end_to_end(tmp_path: Path, image_folder: Path) -> None:
+def test_fit_then_export_then_sample_end_to_end(
+    tmp_path: Path, image_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     run_dir = tmp_path / "run"
+    caplog.set_level(logging.INFO)
     main(
         [
             "fit",
@@ -157,6 +161,9 @@ def test_fit_then_export_then_sample_end_to_end(tmp_path: Path, image_folder: Pa
             "--output.save_model_epochs=1",
         ]
     )
+    # The run ends by saying where its results are.
+    assert f"Last sample grid: {run_dir / 'samples' / '0000.png'}" in caplog.text
+    assert f"DDPMPipeline of epoch 0: {run_dir} (ddpm-lightning sample --source" in caplog.text
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     exported = tmp_path / "exported"
     main(["export", f"--ckpt_path={checkpoint}", f"--output_dir={exported}"])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
 
 from ddpm_lightning.callbacks.epoch_schedule import is_due
 from ddpm_lightning.utils.atomic_export import PIPELINE_MARKER
@@ -37,6 +39,7 @@ class PipelineExportCallback(Callback):
         self.save_model_epochs = save_model_epochs
         self.overwrite_output_dir = overwrite_output_dir
         self.listeners: list[ExportListener] = []
+        self.last_export_epoch: int | None = None
 
     def add_listener(self, listener: ExportListener) -> None:
         """Call ``listener`` after each successful export (the Hub push uses this), once."""
@@ -57,7 +60,18 @@ class PipelineExportCallback(Callback):
         with averaged_weights(trainer, pl_module):
             if trainer.is_global_zero:
                 pl_module.save_pretrained(self.output_dir, overwrite=True)
+                self.last_export_epoch = trainer.current_epoch
         trainer.strategy.barrier("pipeline_exported")
         if trainer.is_global_zero:
             for listener in self.listeners:
                 listener(trainer, self.output_dir, trainer.current_epoch)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Say where the exported pipeline is, which class loads it and how to sample it."""
+        if self.last_export_epoch is None or trainer.interrupted:
+            return
+        index = json.loads((self.output_dir / PIPELINE_MARKER).read_text())
+        rank_zero_info(
+            f"{index['_class_name']} of epoch {self.last_export_epoch}: {self.output_dir} "
+            f"(ddpm-lightning sample --source {self.output_dir} samples it)"
+        )

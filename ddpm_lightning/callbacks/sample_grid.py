@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
 
 from ddpm_lightning.callbacks.epoch_schedule import is_due
 from ddpm_lightning.errors import InvalidSettingError
@@ -95,3 +96,8 @@ class SampleGridCallback(Callback):
                     (image,) = to_pil(grid.unsqueeze(0))
                     logger.log_image(key="samples", images=[image], step=trainer.global_step)
         trainer.strategy.barrier("sample_grid_written")
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Say where the last grid is: the run's result a user looks at first."""
+        if self.last_grid_path is not None and not trainer.interrupted:
+            rank_zero_info(f"Last sample grid: {self.last_grid_path}")
