@@ -33,6 +33,18 @@ BATCHES_PER_EPOCH = IMAGES // BATCH_SIZE
 MAX_EPOCHS = 6
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_as_in_a_terminal():
+    """A shell starts background jobs with Ctrl-C ignored (and the handler then, rightly, stays
+    out of the way); these tests need Ctrl-C as a terminal delivers it, in-process and in the
+    console scripts they start (a Python handler becomes SIG_DFL across exec)."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 # ------------------------------------------------------------- the real console script
 def fit_command(output_dir: Path, images: Path, *extra: str) -> list[str]:
     """``ddpm-lightning fit`` of a tiny UNet; no export or grid before the last epoch."""
