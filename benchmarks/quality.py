@@ -234,6 +234,8 @@ RECIPES: dict[str, Recipe] = {
 RECIPES["main-job"] = main_job_recipe()
 #: What more training buys: the main job for 240 epochs (about 18 minutes on two cores).
 RECIPES["main-job-240"] = replace(RECIPES["main-job"], epochs=240)
+#: Whether EMA adds to the main job's cosine decay to zero (BENCHMARKS 6c: it does not).
+RECIPES["main-job-ema"] = replace(RECIPES["main-job"], callbacks=lambda: [EMA(decay=0.999)])
 #: What a run without ``--recipes`` compares: the issue-22 table.
 DEFAULT_RECIPES = [
     "ddpm", "ddpm-ddim20", "min-snr", "v-pred", "ema", "lr-3e-4", "lr-2e-3", "narrow", "wide",
